@@ -80,7 +80,7 @@ class LayerwiseEncoder(ABC, torch.nn.Module):
 
 def relative_to_samples(lengths: torch.Tensor, max_len: int) -> list[int]:
     """Relative lengths -> absolute sample counts (rounded)."""
-    return [int(round(float(x) * max_len)) for x in lengths]
+    return [round(float(x) * max_len) for x in lengths]
 
 
 def autocast_context(device: torch.device | str, dtype: str | None):
@@ -88,9 +88,47 @@ def autocast_context(device: torch.device | str, dtype: str | None):
     device = torch.device(device)
     if dtype in (None, "float32", "fp32"):
         return torch.autocast(device.type, enabled=False)
-    torch_dtype = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+    torch_dtype = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[
+        dtype
+    ]
     if device.type == "cpu" and torch_dtype == torch.float16:
         torch_dtype = torch.bfloat16
     return torch.autocast(device.type, dtype=torch_dtype)
 
 
+def split_chunks(
+    wavs: torch.Tensor, samples: list[int], chunk_samples: int | None, min_samples: int = 1
+) -> tuple[list[torch.Tensor], list[int]]:
+    """Cut each clip's valid samples into chunks of at most ``chunk_samples`` (None: whole clips).
+
+    Returns the chunks and the batch index owning each one. A trailing piece shorter than
+    ``min_samples`` is dropped (it would yield no frames); a clip shorter than that raises ValueError.
+    """
+    chunks, owner = [], []
+    for b, n in enumerate(samples):
+        if n < min_samples:
+            raise ValueError(f"clip {b} has {n} samples: fewer than the encoder's minimum {min_samples}")
+        step = chunk_samples or n
+        for start in range(0, n, step):
+            piece = wavs[b, start : min(n, start + step)]
+            if len(piece) >= min_samples:
+                chunks.append(piece)
+                owner.append(b)
+    return chunks, owner
+
+
+def merge_chunks(
+    states: list[torch.Tensor], owner: list[int], chunk_frames: list[int], batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer chunk states [(C, T, D)] -> ((batch, layers, frames, D) float32, frames per clip), frames concatenated."""
+    frames = torch.zeros(batch, dtype=torch.long)
+    for b, t in zip(owner, chunk_frames, strict=True):
+        frames[b] += t
+    dim = states[0].shape[-1]
+    out = torch.zeros(batch, len(states), int(frames.max()), dim, device=states[0].device)
+    pos = [0] * batch
+    for c, (b, t) in enumerate(zip(owner, chunk_frames, strict=True)):
+        for k, h in enumerate(states):
+            out[b, k, pos[b] : pos[b] + t] = h[c, :t].float()
+        pos[b] += t
+    return out, frames

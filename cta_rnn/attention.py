@@ -1,0 +1,89 @@
+"""The two attention blocks of CTA-RNN: channel-wise (over encoder layers) and temporal-wise (over frames)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cta_rnn.masking import masked_max, masked_mean
+
+
+class ChannelAttention(nn.Module):
+    """CBAM-style gate over the stack of encoder layers ("channels").
+
+    Each layer of x (batch, layers, frames, dim) is squeezed over valid frames and features by masked
+    mean and max pooling; one MLP (layers -> layers/reduction -> layers) shared by both poolings gives
+    a sigmoid gate per layer. Optionally an SE-style gate over the ``dim`` feature channels follows.
+
+    Args:
+        num_layers: number of stacked encoder layers L.
+        dim: feature dimension D (only needed for the feature gate).
+        reduction: reduction ratio of the layer MLP (hidden = max(1, L // reduction)).
+        feature_gate: also gate the D feature channels (SE, reduction ``feature_reduction``).
+    """
+
+    def __init__(
+        self, num_layers: int, dim: int = 0, reduction: int = 2, feature_gate: bool = False, feature_reduction: int = 2
+    ) -> None:
+        super().__init__()
+        hidden = max(1, num_layers // reduction)
+        self.mlp = nn.Sequential(nn.Linear(num_layers, hidden), nn.ReLU(), nn.Linear(hidden, num_layers))
+        self.feature_mlp = None
+        if feature_gate:
+            if dim <= 0:
+                raise ValueError("feature_gate needs the feature dim")
+            self.feature_mlp = nn.Sequential(
+                nn.Linear(dim, max(1, dim // feature_reduction)),
+                nn.ReLU(),
+                nn.Linear(max(1, dim // feature_reduction), dim),
+            )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gate the layers of x (B, L, T, D) given the frame mask (B, T); returns (gated x, gate (B, L))."""
+        m = mask[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3])  # (B, L, T, D)
+        flat_x, flat_m = x.flatten(2), m.flatten(2)
+        avg = masked_mean(flat_x, flat_m, dim=2)
+        mx = masked_max(flat_x, flat_m, dim=2)
+        gate = torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        x = x * gate[:, :, None, None]
+        if self.feature_mlp is not None:
+            fm = mask[:, None, :, None].expand(-1, x.shape[1], -1, 1)
+            squeezed = masked_mean(x.transpose(1, 3).flatten(2), fm.transpose(1, 3).flatten(2), dim=2)  # (B, D)
+            x = x * torch.sigmoid(self.feature_mlp(squeezed))[:, None, None, :]
+        return x, gate
+
+
+class LayerFusion(nn.Module):
+    """Fuse (B, L, T, D) into (B, T, D): ``sum`` of (gated) layers, ``mean``, or ``weighted`` (learnable 1x1 conv)."""
+
+    def __init__(self, num_layers: int, mode: str = "sum") -> None:
+        super().__init__()
+        if mode not in ("sum", "mean", "weighted"):
+            raise ValueError(f"unknown layer fusion {mode!r}: use sum, mean or weighted")
+        self.mode = mode
+        self.weight = nn.Parameter(torch.full((num_layers,), 1.0 / num_layers)) if mode == "weighted" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fuse the layer axis."""
+        if self.mode == "sum":
+            return x.sum(1)
+        if self.mode == "mean":
+            return x.mean(1)
+        return torch.einsum("bltd,l->btd", x, self.weight)
+
+
+class TemporalAttention(nn.Module):
+    """Attentive pooling: a masked softmax over frames of a small scoring MLP; padded frames get weight 0."""
+
+    def __init__(self, dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.score = nn.Sequential(
+            nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False)
+        )  # softmax ignores a bias
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool h (B, T, H) with mask (B, T) into (B, H); also return the weights (B, T)."""
+        scores = self.score(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = weights.masked_fill(~mask, 0.0)
+        return torch.bmm(weights.unsqueeze(1), h).squeeze(1), weights

@@ -1,0 +1,110 @@
+"""EmotionBrain: the SpeechBrain Brain that trains and tests a layer-wise SER head on dumped embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import speechbrain as sb
+import torch
+import torch.nn.functional as F
+from speechbrain.utils.distributed import if_main_process
+
+from cta_rnn.io_utils import atomic_to_csv
+from cta_rnn.metrics import classification_scores
+
+
+class EmotionBrain(sb.Brain):
+    """Brain for (batch, frames, layers, dim) feature batches and one emotion label per utterance.
+
+    Expects ``modules.model`` (a cta_rnn.models model) and hparams: ``epoch_counter``
+    (EpochCounterWithStopper, direction max), ``train_logger``, ``labels``, ``lr_patience``,
+    ``lr_factor``, ``seed``; optional ``class_weights`` tensor and ``predictions_file``.
+    """
+
+    def init_optimizers(self) -> None:
+        """Adam plus ReduceLROnPlateau on validation UA, both checkpointed."""
+        super().init_optimizers()
+        self.lr_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=self.hparams.lr_factor, patience=self.hparams.lr_patience
+        )
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
+
+    def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and attention weights for a batch."""
+        batch = batch.to(self.device)
+        feats, lens = batch.feats
+        return self.modules.model(feats.permute(0, 2, 1, 3), lens, return_attention=True)
+
+    def compute_objectives(self, predictions: Any, batch: Any, stage: sb.Stage) -> torch.Tensor:
+        """Cross-entropy (optionally class-weighted); collects predictions outside training."""
+        logits, att = predictions
+        targets = batch.emotion_encoded.data.view(-1).to(self.device)
+        weight = getattr(self.hparams, "class_weights", None)
+        loss = F.cross_entropy(logits, targets, weight=None if weight is None else weight.to(self.device))
+        if stage != sb.Stage.TRAIN:
+            self.records.append(
+                (list(batch.id), targets.cpu(), torch.softmax(logits.detach(), -1).cpu(), att["channel"].detach().cpu())
+            )
+        return loss
+
+    def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
+        """Reset collected predictions; reseed per epoch so a resumed run repeats the same randomness."""
+        self.records: list[tuple] = []
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            torch.manual_seed(int(self.hparams.seed) * 1000 + int(epoch))
+            np.random.seed((int(self.hparams.seed) * 1000 + int(epoch)) % 2**32)
+
+    def collected(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """IDs, true class indices, probabilities (N, C) and channel attention (N, L) of the stage."""
+        ids = [i for r in self.records for i in r[0]]
+        y = torch.cat([r[1] for r in self.records]).numpy()
+        probs = torch.cat([r[2] for r in self.records]).numpy()
+        chan = torch.cat([r[3] for r in self.records]).numpy()
+        return ids, y, probs, chan
+
+    def stage_scores(self) -> dict[str, float]:
+        """WA, UA, macro-F1 of the collected predictions."""
+        _, y, probs, _ = self.collected()
+        labels = list(range(len(self.hparams.labels)))
+        s = classification_scores(y, probs.argmax(1), labels=labels)
+        return {"WA": s["wa"], "UA": s["ua"], "F1": s["macro_f1"]}
+
+    def on_stage_end(self, stage: sb.Stage, stage_loss: float, epoch: int | None = None) -> None:
+        """Log, schedule the learning rate, stop early, keep the best checkpoint by UA, write predictions."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss}
+            return
+        stats = {"loss": stage_loss, **self.stage_scores()}
+        if stage == sb.Stage.VALID:
+            self.lr_scheduler.step(stats["UA"])
+            self.hparams.epoch_counter.update_metric(stats["UA"])
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch}, max_keys=["UA"], num_to_keep=1
+            )
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+            self.test_stats = stats
+            if if_main_process() and getattr(self.hparams, "predictions_file", None):
+                atomic_to_csv(self.predictions_frame(), self.hparams.predictions_file)
+
+    def predictions_frame(self) -> pd.DataFrame:
+        """ID, true, predicted, prob_<label>..., att_layer<j>... for the collected utterances."""
+        ids, y, probs, chan = self.collected()
+        labels = list(self.hparams.labels)
+        df = pd.DataFrame(
+            {"ID": ids, "true": [labels[i] for i in y], "predicted": [labels[i] for i in probs.argmax(1)]}
+        )
+        for j, lab in enumerate(labels):
+            df[f"prob_{lab}"] = probs[:, j].round(6)
+        for j, layer in enumerate(getattr(self.hparams, "layer_ids", range(chan.shape[1]))):
+            df[f"att_layer{layer}"] = chan[:, j].round(6)
+        return df

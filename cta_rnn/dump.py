@@ -1,0 +1,292 @@
+"""Stage 1: dump the layer-wise hidden states of a frozen encoder for every utterance of a manifest.
+
+    python -m cta_rnn.dump --manifest data/manifest.csv --encoder hparams/encoder/whisper_tiny_en.yaml \
+        --out dump/whisper_tiny_en [--device cuda] [--shard 0 --num_shards 4] [--on_error skip] [key=value ...]
+
+Resumable (finished utterances are never recomputed), idempotent (a finished store is skipped unless
+``--force``), refuses a store made by another encoder/layer set/manifest. ``key=value`` pairs override
+the encoder YAML (e.g. ``layers=0-4 input=trimmed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from cta_rnn.audio import AudioError, load_audio
+from cta_rnn.io_utils import atomic_to_csv, read_manifest
+from cta_rnn.store import StoreWriter, finalize, is_complete, manifest_checksum
+
+logger = logging.getLogger("cta_rnn.dump")
+
+
+class AudioDataset(Dataset):
+    """Loads (id, waveform or error message) for a list of manifest rows; runs in DataLoader workers."""
+
+    def __init__(self, rows: pd.DataFrame, sample_rate: int, max_duration: float | None = None) -> None:
+        self.ids, self.paths = rows["ID"].tolist(), rows["wav"].tolist()
+        self.sample_rate, self.max_duration = sample_rate, max_duration
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[str, torch.Tensor | None, str]:
+        try:
+            wav = load_audio(self.paths[i], self.sample_rate)
+        except AudioError as err:
+            return self.ids[i], None, str(err)
+        if self.max_duration:
+            wav = wav[: int(self.max_duration * self.sample_rate)]
+        return self.ids[i], wav, ""
+
+
+def collate(items: list[tuple[str, torch.Tensor | None, str]]) -> dict[str, Any]:
+    """Pad the good waveforms into (B, S) with relative lengths; pass errors through."""
+    good = [(uid, w) for uid, w, _ in items if w is not None]
+    errors = [(uid, err) for uid, w, err in items if w is None]
+    if not good:
+        return {"ids": [], "wavs": None, "lengths": None, "errors": errors, "samples": []}
+    samples = [w.numel() for _, w in good]
+    longest = max(samples)
+    wavs = torch.zeros(len(good), longest)
+    for i, (_, w) in enumerate(good):
+        wavs[i, : w.numel()] = w
+    lengths = torch.tensor([n / longest for n in samples])
+    return {"ids": [u for u, _ in good], "wavs": wavs, "lengths": lengths, "errors": errors, "samples": samples}
+
+
+def duration_batches(durations: Sequence[float], batch_seconds: float, max_batch: int = 64) -> list[list[int]]:
+    """Group indices sorted by decreasing duration so that padded batch audio stays under ``batch_seconds``."""
+    order = sorted(range(len(durations)), key=lambda i: -durations[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = durations[cur[0]] if cur else durations[i]
+        if cur and (longest * (len(cur) + 1) > batch_seconds or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def load_encoder_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read an encoder YAML (hyperpyyaml) with overrides; the name defaults to the file stem."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: encoder YAML not found")
+    with open(path, encoding="utf-8") as f:
+        spec = dict(load_hyperpyyaml(f, overrides or {}))
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings -> dict, values parsed as YAML scalars/lists."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"override {pair!r} is not key=value")
+        out[key.lstrip("-")] = yaml.safe_load(value)
+    return out
+
+
+def store_meta(encoder: Any, checksum: str) -> dict[str, Any]:
+    """The identity a store is checked against."""
+    return {
+        "encoder": {**encoder.describe(), "name": getattr(encoder, "spec_name", None)},
+        "layers": list(encoder.layers),
+        "dim": int(encoder.dim),
+        "frame_rate": float(encoder.frame_rate),
+        "manifest_checksum": checksum,
+    }
+
+
+def iterate_batches(loader: DataLoader) -> Iterator[dict[str, Any]]:
+    """Iterate a loader (a seam for tests)."""
+    yield from loader
+
+
+def dump(
+    manifest: pd.DataFrame,
+    encoder: Any,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    batch_seconds: float = 60.0,
+    num_workers: int = 1,
+    shard: int = 0,
+    num_shards: int = 1,
+    on_error: str = "fail",
+    max_duration: float | None = None,
+    shard_bytes: int = 2**30,
+) -> dict[str, Any]:
+    """Encode the manifest rows of this shard into the store at ``out_dir``; returns a summary dict."""
+    out_dir = Path(out_dir)
+    checksum = manifest_checksum(manifest["ID"], manifest["duration"])
+    meta = store_meta(encoder, checksum)
+    order = manifest.sort_values("duration", ascending=False, kind="stable")
+    mine = order.iloc[shard::num_shards]
+    summary = {"utterances": len(mine), "encoded": 0, "skipped": 0, "audio_s": 0.0, "wall_s": 0.0}
+    skipped: list[dict[str, str]] = []
+    with StoreWriter(out_dir, meta, rank=shard, shard_bytes=shard_bytes) as writer:
+        todo = mine[~mine["ID"].isin(writer.done.keys())].reset_index(drop=True)
+        summary["already_done"] = len(mine) - len(todo)
+        if len(todo):
+            logger.info("encoding %d utterances (%d already in the store)", len(todo), summary["already_done"])
+        dataset = AudioDataset(todo, encoder.sample_rate, max_duration)
+        durs = [min(d, max_duration) if max_duration else d for d in todo["duration"].astype(float)]
+        loader = DataLoader(
+            dataset,
+            batch_sampler=duration_batches(durs, batch_seconds),
+            collate_fn=collate,
+            num_workers=num_workers,
+            prefetch_factor=4 if num_workers else None,
+        )
+        start = time.perf_counter()
+        bar = tqdm(total=len(todo), unit="utt", desc=f"dump {out_dir.name}", disable=None, file=sys.stderr)
+        for batch in iterate_batches(loader):
+            for uid, err in batch["errors"]:
+                if on_error != "skip":
+                    raise AudioError(uid, err)
+                logger.warning("skipping %s", err)
+                skipped.append({"ID": uid, "reason": err})
+            if batch["ids"]:
+                hidden, frames = encoder.encode(batch["wavs"].to(device), batch["lengths"].to(device))
+                hidden = hidden.float().cpu()
+                for i, uid in enumerate(batch["ids"]):
+                    writer.add(uid, hidden[i, :, : int(frames[i])])
+                summary["encoded"] += len(batch["ids"])
+                summary["audio_s"] += sum(batch["samples"]) / encoder.sample_rate
+            bar.update(len(batch["ids"]) + len(batch["errors"]))
+            wall = time.perf_counter() - start
+            bar.set_postfix(rtf=f"{wall / max(summary['audio_s'], 1e-9):.3f}")
+        bar.close()
+        summary["wall_s"] = time.perf_counter() - start
+    summary["skipped"] = len(skipped)
+    if skipped:
+        prev = out_dir / f"skipped_r{shard}.csv"
+        old = pd.read_csv(prev) if prev.exists() else pd.DataFrame(columns=["ID", "reason"])
+        atomic_to_csv(pd.concat([old, pd.DataFrame(skipped)]).drop_duplicates("ID"), prev)
+    (out_dir / f"rank{shard}.done").write_text(f"{num_shards}\n")
+    return summary
+
+
+def skipped_ids(out_dir: str | os.PathLike) -> list[str]:
+    """IDs every rank listed as skipped."""
+    out = []
+    for path in Path(out_dir).glob("skipped_r*.csv"):
+        out += pd.read_csv(path, dtype={"ID": str})["ID"].tolist()
+    return out
+
+
+def maybe_finalize(manifest: pd.DataFrame, out_dir: str | os.PathLike, num_shards: int) -> bool:
+    """Merge the index when every rank has finished; returns whether the store is complete."""
+    out_dir = Path(out_dir)
+    if not all((out_dir / f"rank{r}.done").exists() for r in range(num_shards)):
+        return False
+    n = finalize(out_dir, manifest["ID"].tolist(), skipped_ids(out_dir))
+    logger.info("store complete: %d utterances in %s", n, out_dir)
+    return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", required=True, help="manifest CSV (ID, wav, duration, ...)")
+    p.add_argument("--encoder", required=True, help="encoder YAML (hparams/encoder/<name>.yaml)")
+    p.add_argument("--out", required=True, help="store folder, e.g. dump/<encoder name>")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_seconds", type=float, default=60.0, help="padded audio seconds per batch")
+    p.add_argument("--num_workers", type=int, default=1, help="audio loading workers")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--shard", type=int, default=None, help="this writer's shard (default: torchrun RANK or 0)")
+    p.add_argument("--num_shards", type=int, default=None, help="number of writers (default: WORLD_SIZE or 1)")
+    p.add_argument("--on_error", choices=("fail", "skip"), default="fail", help="bad audio: stop, or skip and list")
+    p.add_argument("--max_duration", type=float, default=None, help="crop utterances to this many seconds")
+    p.add_argument("--force", action="store_true", help="delete an existing store and dump again")
+    p.add_argument("--merge", action="store_true", help="only merge the ranks' journals into the index")
+    p.add_argument("overrides", nargs="*", help="encoder YAML overrides key=value")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m cta_rnn.dump`` / ``cta-rnn dump``."""
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    shard = args.shard if args.shard is not None else int(os.environ.get("RANK", 0))
+    num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "log.txt")],
+    )
+    manifest = read_manifest(args.manifest)
+    if args.merge:
+        return 0 if maybe_finalize(manifest, out, num_shards) else 1
+    if is_complete(out) and not args.force:
+        from cta_rnn.store import EmbeddingStore
+
+        spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
+        store = EmbeddingStore(out)
+        checksum = manifest_checksum(manifest["ID"], manifest["duration"])
+        if store.meta["manifest_checksum"] != checksum or store.meta["encoder"].get("name") != spec["name"]:
+            raise SystemExit(
+                f"{out}: a finished store for another manifest or encoder is there "
+                f"({store.meta['encoder'].get('name')}); use another --out or --force"
+            )
+        logger.info("%s is complete (%d utterances): skipping (use --force to redo)", out, len(store))
+        return 0
+    if args.force and out.exists() and shard == 0:
+        for child in ("shards", "index.csv", "DONE", "meta.json"):
+            path = out / child
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        for pattern in ("journal_r*.jsonl", "rank*.done", "skipped_r*.csv"):
+            for path in out.glob(pattern):
+                path.unlink()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from cta_rnn.encoders import build_encoder
+
+    spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
+    encoder = build_encoder(spec, device=args.device)
+    encoder.spec_name = spec["name"]
+    (out / f"rank{shard}.done").unlink(missing_ok=True)
+    summary = dump(
+        manifest,
+        encoder,
+        out,
+        device=args.device,
+        batch_seconds=args.batch_seconds,
+        num_workers=args.num_workers,
+        shard=shard,
+        num_shards=num_shards,
+        on_error=args.on_error,
+        max_duration=args.max_duration,
+    )
+    logger.info("shard %d/%d: %s", shard, num_shards, summary)
+    maybe_finalize(manifest, out, num_shards)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

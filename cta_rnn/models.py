@@ -1,0 +1,183 @@
+"""CTA-RNN and the baselines it is compared against, all taking (batch, layers, frames, dim) + relative lengths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from cta_rnn.attention import ChannelAttention, LayerFusion, TemporalAttention
+from cta_rnn.masking import frame_counts, length_mask, masked_mean
+
+
+class LayerNormalizer(nn.Module):
+    """Standardise every (layer, dim) with statistics from the training data, kept as buffers.
+
+    Identity until :meth:`set_stats` is called (mean 0, std 1), so a model is usable before that.
+    """
+
+    def __init__(self, num_layers: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_layers, dim))
+        self.register_buffer("std", torch.ones(num_layers, dim))
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Install (layers, dim) mean and std (std floored at 1e-5)."""
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp(min=1e-5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, T, D) -> standardised."""
+        return (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]
+
+
+class Classifier(nn.Sequential):
+    """Linear -> activation -> dropout -> linear."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, dropout: float = 0.25, act: str = "relu"):
+        activation = {"relu": nn.ReLU(), "prelu": nn.PReLU()}[act]
+        super().__init__(nn.Linear(in_dim, hidden), activation, nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
+class CTARNN(nn.Module):
+    """Channel and Temporal-wise Attention RNN (Chen & Zhang, Interspeech 2022), as reconstructed in README.
+
+    channel attention over layers -> layer fusion -> BiLSTM -> temporal attention pooling -> classifier.
+    Every part is a switch, so the ablations are one hparam each:
+
+    Args:
+        num_layers, input_dim, num_classes: shape of the input stack and the label set.
+        channel_attention: gate the layers (False = plain fusion, e.g. uniform average with fusion="mean").
+        reduction: reduction ratio of the channel-attention MLP.
+        feature_gate: add the SE-style gate over feature dims.
+        fusion: "sum" | "mean" | "weighted" (learnable per-layer weights).
+        rnn_hidden, rnn_layers: BiLSTM size per direction (0 hidden = no RNN).
+        pooling: "attention" (temporal attention) | "mean" (masked mean).
+        input_proj: optional linear projection of the fused features before the RNN (0 = none).
+        dropout: dropout on RNN outputs and in the classifier.
+        normalize: standardise inputs with training-set statistics (see LayerNormalizer).
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        input_dim: int,
+        num_classes: int = 4,
+        channel_attention: bool = True,
+        reduction: int = 2,
+        feature_gate: bool = False,
+        fusion: str = "sum",
+        rnn_hidden: int = 128,
+        rnn_layers: int = 1,
+        pooling: str = "attention",
+        attention_hidden: int = 64,
+        input_proj: int = 0,
+        classifier_hidden: int = 128,
+        dropout: float = 0.25,
+        activation: str = "relu",
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}: use attention or mean")
+        self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
+        self.normalizer = LayerNormalizer(num_layers, input_dim) if normalize else None
+        self.channel = ChannelAttention(num_layers, input_dim, reduction, feature_gate) if channel_attention else None
+        self.fusion = LayerFusion(num_layers, fusion)
+        feat = input_dim
+        self.proj = None
+        if input_proj:
+            self.proj = nn.Sequential(nn.Linear(input_dim, input_proj), nn.ReLU(), nn.Dropout(dropout))
+            feat = input_proj
+        self.rnn = None
+        if rnn_hidden:
+            self.rnn = nn.LSTM(
+                feat,
+                rnn_hidden,
+                num_layers=rnn_layers,
+                batch_first=True,
+                bidirectional=True,
+                dropout=dropout if rnn_layers > 1 else 0.0,
+            )
+            feat = 2 * rnn_hidden
+        self.rnn_dropout = nn.Dropout(dropout)
+        self.temporal = TemporalAttention(feat, attention_hidden) if pooling == "attention" else None
+        self.classifier = Classifier(feat, num_classes, classifier_hidden, dropout, activation)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (B, L, T, D), lengths (B,) relative -> logits (B, C) [, {"channel": (B, L), "temporal": (B, T)}]."""
+        if x.dim() != 4 or x.shape[1] != self.num_layers or x.shape[3] != self.input_dim:
+            raise ValueError(f"expected (batch, {self.num_layers}, frames, {self.input_dim}), got {tuple(x.shape)}")
+        batch, _, frames, _ = x.shape
+        mask = length_mask(lengths, frames)
+        x = x.float()
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        x = x * mask[:, None, :, None]
+        att: dict[str, torch.Tensor] = {}
+        if self.channel is not None:
+            x, att["channel"] = self.channel(x, mask)
+        else:
+            att["channel"] = x.new_full((batch, self.num_layers), 1.0 / self.num_layers)
+        h = self.fusion(x)
+        if self.proj is not None:
+            h = self.proj(h)
+        if self.rnn is not None:
+            counts = frame_counts(lengths, frames).cpu()
+            packed = pack_padded_sequence(h, counts, batch_first=True, enforce_sorted=False)
+            h, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=frames)
+        h = self.rnn_dropout(h)
+        if self.temporal is not None:
+            pooled, att["temporal"] = self.temporal(h, mask)
+        else:
+            pooled = masked_mean(h, mask[:, :, None], dim=1)
+            att["temporal"] = mask.float() / mask.float().sum(1, keepdim=True)
+        logits = self.classifier(pooled)
+        return (logits, att) if return_attention else logits
+
+
+class RNNMeanPool(CTARNN):
+    """Baseline: uniform average of the given layers (one layer = single-layer model) -> BiLSTM -> mean pooling."""
+
+    def __init__(self, num_layers: int, input_dim: int, num_classes: int = 4, **kwargs: Any) -> None:
+        kwargs.update(channel_attention=False, fusion="mean", pooling="mean")
+        super().__init__(num_layers, input_dim, num_classes, **kwargs)
+
+
+class WeightedSumPool(nn.Module):
+    """SUPERB baseline: softmax-normalised learnable weights over layers -> projection -> mean pooling -> linear."""
+
+    def __init__(
+        self, num_layers: int, input_dim: int, num_classes: int = 4, proj_dim: int = 256, normalize: bool = True
+    ) -> None:
+        super().__init__()
+        self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
+        self.normalizer = LayerNormalizer(num_layers, input_dim) if normalize else None
+        self.layer_logits = nn.Parameter(torch.zeros(num_layers))
+        self.proj = nn.Linear(input_dim, proj_dim)
+        self.out = nn.Linear(proj_dim, num_classes)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Same contract as CTARNN.forward; "channel" holds the softmax layer weights."""
+        if x.dim() != 4 or x.shape[1] != self.num_layers or x.shape[3] != self.input_dim:
+            raise ValueError(f"expected (batch, {self.num_layers}, frames, {self.input_dim}), got {tuple(x.shape)}")
+        mask = length_mask(lengths, x.shape[2])
+        x = x.float()
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        weights = torch.softmax(self.layer_logits, dim=0)
+        h = self.proj(torch.einsum("bltd,l->btd", x, weights))
+        logits = self.out(masked_mean(h, mask[:, :, None], dim=1))
+        if not return_attention:
+            return logits
+        att = {
+            "channel": weights[None].expand(x.shape[0], -1),
+            "temporal": mask.float() / mask.float().sum(1, keepdim=True),
+        }
+        return logits, att

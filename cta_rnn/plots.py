@@ -1,0 +1,204 @@
+"""PNG plots for scoring and inspection: confusion, channel attention, layer sweep, temporal attention.
+
+Figures are ``matplotlib.figure.Figure`` objects on an Agg canvas (no pyplot state, no display needed)
+and written atomically: saved to a temp file in the target folder, then renamed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+PNG_METADATA = {"Software": None}
+"""Drop the matplotlib version from the PNG so identical inputs give identical bytes."""
+
+
+def new_figure(**kwargs) -> Figure:
+    """A Figure on an Agg canvas (never touches pyplot or the user's interactive backend)."""
+    fig = Figure(layout="constrained", **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save ``fig`` as PNG to ``path`` atomically (temp file + rename) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata=PNG_METADATA)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; plots are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _heatmap(ax, mat: np.ndarray, labels: Sequence[str], fmt: str, title: str, vmax: float | None) -> None:
+    """Draw one annotated matrix on ``ax`` (rows true, columns predicted)."""
+    im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=vmax)
+    n = len(labels)
+    ax.set_xticks(range(n), labels=labels)
+    ax.set_yticks(range(n), labels=labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    top = vmax if vmax is not None else (mat.max() if mat.size else 1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                format(mat[i, j], fmt),
+                ha="center",
+                va="center",
+                color="white" if mat[i, j] > 0.5 * top else "black",
+                fontsize=9,
+            )
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
+def plot_confusion(
+    cm: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str], path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """Confusion matrix as counts (left) and row-normalised recall in % (right)."""
+    cm = np.asarray(cm, dtype=float)
+    if cm.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix of shape {cm.shape} for {len(labels)} labels")
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(100 * cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig = new_figure(figsize=(10, 4.4))
+    ax1, ax2 = fig.subplots(1, 2)
+    _heatmap(ax1, cm.astype(np.int64), labels, "d", "counts", None)
+    _heatmap(ax2, norm, labels, ".1f", "row-normalised (recall, %)", 100.0)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_channel_attention(
+    att: np.ndarray,
+    labels_per_utt: Sequence[str],
+    path: str | os.PathLike,
+    label_order: Sequence[str] | None = None,
+    layer_ids: Sequence[int] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Mean channel attention weight per encoder layer, one line (with ±1 std band) per emotion.
+
+    Args:
+        att: (N, L) channel attention weights of N utterances over L encoder layers.
+        labels_per_utt: the emotion of each utterance (usually the true label).
+        label_order: the classes to draw, in legend order (default: sorted classes present).
+        layer_ids: x-axis tick values (encoder layer indices), default 0..L-1.
+    """
+    att = np.asarray(att, dtype=float)
+    if att.ndim != 2 or att.shape[0] != len(labels_per_utt):
+        raise ValueError(f"att must be (N, L) with N = {len(labels_per_utt)} labels, got {att.shape}")
+    lab = np.asarray([str(x) for x in labels_per_utt])
+    order = [str(x) for x in label_order] if label_order is not None else sorted(set(lab))
+    x = np.asarray(layer_ids if layer_ids is not None else range(att.shape[1]))
+    fig = new_figure(figsize=(8, 4))
+    ax = fig.subplots()
+    for name in order:
+        sel = att[lab == name]
+        if not len(sel):
+            continue
+        mean, std = sel.mean(axis=0), sel.std(axis=0)
+        (line,) = ax.plot(x, mean, marker="o", label=f"{name} (n={len(sel)})")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+    ax.plot(x, att.mean(axis=0), color="black", linestyle="--", linewidth=1, label="all")
+    ax.set_xticks(x)
+    ax.set_xlabel("encoder layer")
+    ax.set_ylabel("mean channel attention weight")
+    ax.set_title(title or "Channel attention over encoder layers per emotion")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return save_figure(fig, path)
+
+
+def plot_layer_sweep(
+    layers: Sequence[int],
+    ua: Sequence[float],
+    path: str | os.PathLike,
+    ua_std: Sequence[float | None] | None = None,
+    title: str | None = None,
+) -> Path:
+    """UA (%) of single-layer models against the encoder layer index, with std error bars if given.
+
+    ``ua`` values are fractions in [0, 1] (as in results.json); the axis shows percentages.
+    """
+    if len(layers) != len(ua):
+        raise ValueError(f"{len(layers)} layers but {len(ua)} UA values")
+    order = np.argsort(np.asarray(layers))
+    x = np.asarray(layers)[order]
+    y = 100 * np.asarray(ua, dtype=float)[order]
+    err = None
+    if ua_std is not None:
+        err = 100 * np.asarray([np.nan if s is None else s for s in ua_std], dtype=float)[order]
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.subplots()
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3)
+    best = int(np.nanargmax(y))
+    ax.plot(
+        [x[best]],
+        [y[best]],
+        marker="*",
+        markersize=14,
+        color="tab:red",
+        linestyle="none",
+        label=f"best: layer {x[best]} ({y[best]:.2f}%)",
+    )
+    ax.legend(loc="best", fontsize=8)
+    ax.set_xticks(x)
+    ax.set_xlabel("encoder layer")
+    ax.set_ylabel("UA (%)")
+    ax.set_title(title or "Single-layer sweep: UA vs encoder layer")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_temporal_attention(
+    wav: np.ndarray,
+    sample_rate: int,
+    att: np.ndarray,
+    frame_rate: float,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Temporal attention weights of one utterance drawn over its waveform (top) and spectrogram (bottom).
+
+    ``att`` holds one weight per encoder frame at ``frame_rate`` frames per second (frame k is drawn
+    at its centre, (k + 0.5) / frame_rate seconds).
+    """
+    wav = np.asarray(wav, dtype=float).reshape(-1)
+    att = np.asarray(att, dtype=float).reshape(-1)
+    if wav.size == 0 or att.size == 0:
+        raise ValueError("empty waveform or attention")
+    t_wav = np.arange(wav.size) / sample_rate
+    t_att = (np.arange(att.size) + 0.5) / frame_rate
+    fig = new_figure(figsize=(10, 5.5))
+    ax_w, ax_s = fig.subplots(2, 1, sharex=True)
+    ax_w.plot(t_wav, wav, color="0.6", linewidth=0.5)
+    ax_w.set_ylabel("amplitude")
+    ax_w.set_title(title or "Temporal attention")
+    nfft = int(min(512, 2 ** np.floor(np.log2(max(wav.size, 16)))))
+    ax_s.specgram(wav, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", scale="dB")
+    ax_s.set_ylabel("frequency (Hz)")
+    ax_s.set_xlabel("time (s)")
+    for ax, color in ((ax_w, "tab:red"), (ax_s, "cyan")):
+        twin = ax.twinx()
+        twin.plot(t_att, att, color=color, linewidth=1.5)
+        twin.fill_between(t_att, 0, att, color=color, alpha=0.2)
+        twin.set_ylim(0, 1.05 * float(att.max()) if att.max() > 0 else 1)
+        twin.set_ylabel("attention weight", color=color)
+    ax_w.set_xlim(0, max(t_wav[-1], t_att[-1]))
+    return save_figure(fig, path)
