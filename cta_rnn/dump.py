@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cta_rnn.encoders import build_encoder
 
     spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
-    encoder = build_encoder(spec, device=args.device)
+    encoder = build_encoder({k: v for k, v in spec.items() if k != "name"}, device=args.device)
     encoder.spec_name = spec["name"]
     (out / f"rank{shard}.done").unlink(missing_ok=True)
     summary = dump(

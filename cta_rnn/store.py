@@ -241,6 +241,8 @@ class EmbeddingStore:
         self.dim = int(self.meta["dim"])
         self.frame_rate = float(self.meta["frame_rate"])
         self.layer_pos = None
+        if layers is not None:  # negative entries count from the last stored layer
+            layers = [self.stored_layers[k] if -len(self.stored_layers) <= k < 0 else k for k in layers]
         if layers is not None and list(layers) != self.stored_layers:
             absent = [k for k in layers if k not in self.stored_layers]
             if absent:

@@ -1,0 +1,1 @@
+"""Corpus parsers (one file per corpus) producing the common manifest; folds.py holds the fold protocols."""
