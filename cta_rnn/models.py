@@ -58,6 +58,7 @@ class CTARNN(nn.Module):
         input_proj: optional linear projection of the fused features before the RNN (0 = none).
         dropout: dropout on RNN outputs and in the classifier.
         normalize: standardise inputs with training-set statistics (see LayerNormalizer).
+        temporal_pool: average every k fused frames (masked) before the RNN: 50 Hz -> 25 Hz with 2.
     """
 
     def __init__(
@@ -78,8 +79,10 @@ class CTARNN(nn.Module):
         dropout: float = 0.25,
         activation: str = "relu",
         normalize: bool = True,
+        temporal_pool: int = 1,
     ) -> None:
         super().__init__()
+        self.temporal_pool = int(temporal_pool)
         if pooling not in ("attention", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}: use attention or mean")
         self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
@@ -126,6 +129,10 @@ class CTARNN(nn.Module):
         h = self.fusion(x)
         if self.proj is not None:
             h = self.proj(h)
+        full_mask = mask
+        if self.temporal_pool > 1:
+            h, lengths, mask = pool_frames(h, mask, self.temporal_pool)
+            frames = h.shape[1]
         if self.rnn is not None:
             counts = frame_counts(lengths, frames).cpu()
             packed = pack_padded_sequence(h, counts, batch_first=True, enforce_sorted=False)
@@ -136,8 +143,32 @@ class CTARNN(nn.Module):
         else:
             pooled = masked_mean(h, mask[:, :, None], dim=1)
             att["temporal"] = mask.float() / mask.float().sum(1, keepdim=True)
+        if self.temporal_pool > 1:
+            att["temporal"] = unpool_weights(att["temporal"], full_mask, self.temporal_pool)
         logits = self.classifier(pooled)
         return (logits, att) if return_attention else logits
+
+
+def pool_frames(h: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masked average of every k frames of h (B, T, H): returns pooled h, new relative lengths and mask."""
+    batch, frames, dim = h.shape
+    pad = (-frames) % k
+    m = torch.nn.functional.pad(mask, (0, pad)).float()
+    h = torch.nn.functional.pad(h * mask[:, :, None], (0, 0, 0, pad))
+    summed = h.view(batch, -1, k, dim).sum(2)
+    counts = m.view(batch, -1, k).sum(2)
+    pooled = summed / counts.clamp(min=1.0)[:, :, None]
+    new_mask = counts > 0
+    lengths = new_mask.sum(1).float() / new_mask.shape[1]
+    return pooled, lengths, new_mask
+
+
+def unpool_weights(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Spread pooled frame weights (B, T/k) back over the original valid frames (B, T); sums are kept."""
+    frames = mask.shape[1]
+    counts = torch.nn.functional.pad(mask, (0, (-frames) % k)).float().view(mask.shape[0], -1, k).sum(2)
+    per_frame = (w / counts.clamp(min=1.0)).repeat_interleave(k, dim=1)[:, :frames]
+    return per_frame * mask
 
 
 class RNNMeanPool(CTARNN):

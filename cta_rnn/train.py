@@ -75,6 +75,21 @@ def build_model(hparams: dict[str, Any], num_layers: int, dim: int) -> torch.nn.
     return cls(num_layers, dim, len(hparams["labels"]), normalize=normalize, **kwargs)
 
 
+def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]:
+    """What rebuilds the trained model without the training YAML (see cta_rnn.checkpoint.load_fold_model)."""
+    return {
+        "model_class": hparams["model_class"],
+        "model_kwargs": dict(hparams.get("model_kwargs") or {}),
+        "normalization": hparams["normalization"],
+        "labels": list(hparams["labels"]),
+        "layers": list(store.layers),
+        "num_layers": store.num_layers,
+        "dim": store.dim,
+        "frame_rate": store.frame_rate,
+        "encoder": store.meta.get("encoder"),
+    }
+
+
 def class_weights(train_labels: Sequence[str], labels: Sequence[str]) -> torch.Tensor:
     """Inverse-frequency weights, normalised to mean 1."""
     counts = torch.tensor([max(1, list(train_labels).count(lab)) for lab in labels], dtype=torch.float)
@@ -131,6 +146,8 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
     if hparams["class_weighting"] == "inverse":
         hparams["class_weights"] = class_weights(frames["train"]["emotion"].astype(str).tolist(), labels)
     hparams["layer_ids"] = store.layers
+    if sb.utils.distributed.if_main_process():
+        atomic_write_json(out / "model.json", model_spec(hparams, store))
 
     max_frames = None
     if hparams.get("max_train_seconds"):

@@ -1,9 +1,12 @@
 """Test set-up: make tests/ importable for shared fixture builders, keep torch to the machine's 2 cores."""
 
+import os
 import sys
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see cta_rnn/__init__.py
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

@@ -16,6 +16,7 @@ VARIANTS = {
     "no_ca_mean": lambda: CTARNN(5, 16, 4, channel_attention=False, fusion="mean"),
     "no_ta": lambda: CTARNN(5, 16, 4, pooling="mean"),
     "no_rnn": lambda: CTARNN(5, 16, 4, rnn_hidden=0),
+    "pool3": lambda: CTARNN(5, 16, 4, temporal_pool=3, input_proj=8),
     "rnn_mean_pool": lambda: RNNMeanPool(5, 16, 4),
     "superb": lambda: WeightedSumPool(5, 16, 4),
 }

@@ -120,7 +120,7 @@ def split_chunks(
 def merge_chunks(
     states: list[torch.Tensor], owner: list[int], chunk_frames: list[int], batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-layer chunk states [(C, T, D)] -> ((batch, layers, frames, D) float32, frames per clip), frames concatenated."""
+    """Per-layer chunk states [(C, T, D)] -> ((batch, layers, frames, D) float32, frames per clip), concatenated."""
     frames = torch.zeros(batch, dtype=torch.long)
     for b, t in zip(owner, chunk_frames, strict=True):
         frames[b] += t

@@ -14,5 +14,6 @@ exec ../shared/stages.sh \
     --encoder whisper_tiny_en \
     --protocol loso_speaker \
     --folds "1,4,7" \
+    --prep_opts "--n_sentences 11" \
     --sweep_layers "0 1 2 3 4" \
     "$@"

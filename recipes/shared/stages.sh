@@ -47,6 +47,8 @@ die() { log "ERROR: $*"; exit 1; }
 if [ -z "${python}" ]; then
     if [ -x "${repo}/.venv/bin/python" ]; then python="${repo}/.venv/bin/python"; else python=python3; fi
 fi
+export python
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # see cta_rnn/__init__.py
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}"
 if [ "${device}" = auto ]; then
     device=$("${python}" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
