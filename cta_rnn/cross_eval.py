@@ -12,6 +12,7 @@ encoder and layers as the source models (checked).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from cta_rnn.checkpoint import load_fold_model
 from cta_rnn.data import speaker_stats
-from cta_rnn.io_utils import atomic_to_csv, read_manifest
+from cta_rnn.io_utils import atomic_to_csv, atomic_write_text, read_manifest
 from cta_rnn.store import EmbeddingStore, StoreMismatchError
 
 logger = logging.getLogger("cta_rnn.cross_eval")
@@ -111,6 +112,32 @@ def cross_evaluate(source_exp: Path, manifest: pd.DataFrame, store_dir: Path, ou
     return done
 
 
+def summary_table(recipes_dir: Path, cross_dir: Path, exp_name: str, corpora: Sequence[str]) -> str:
+    """Markdown: train corpus x test corpus, within-corpus from each recipe, cross-corpus from ``cross_dir``."""
+    from cta_rnn.results_md import fmt_pct
+
+    lines = [
+        f"Experiment `{exp_name}`: mean +- std over fold models (within: held-out folds; cross: all of the target).",
+        "",
+        "| train | test | kind | folds | WA (%) | UA (%) | F1 (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for src in corpora:
+        for tgt in corpora:
+            within = src == tgt
+            path = recipes_dir / src / "exp" / exp_name if within else cross_dir / f"{src}_to_{tgt}_{exp_name}"
+            res_file = path / "results.json"
+            if not res_file.is_file():
+                lines.append(f"| {src} | {tgt} | {'within' if within else 'cross'} | - | - | - | - |")
+                continue
+            res = json.loads(res_file.read_text(encoding="utf-8"))
+            ms = res["mean_std"]
+            cells = [fmt_pct(ms[k]["mean"], ms[k]["std"]) for k in ("wa", "ua", "macro_f1")]
+            kind = "within" if within else "cross"
+            lines.append(f"| {src} | {tgt} | {kind} | {len(res['folds_scored'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cta_rnn.cross_eval``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,13 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--recipe_root", type=Path, default=Path("."), help="where RESULTS.md is collected")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--summary", default=None, help="also write this Markdown table (both directions + within)")
+    p.add_argument("--corpora", default="IEMOCAP,MSP-IMPROV", help="recipes in the summary table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     manifest = read_manifest(args.target_manifest, required=("ID", "emotion", "speaker"))
     cross_evaluate(args.source_exp, manifest, args.target_store, args.out, args.force)
     from cta_rnn.score import main as score_main
 
-    return score_main(["--exp", str(args.out), "--recipe_root", str(args.recipe_root)])
+    rc = score_main(["--exp", str(args.out), "--recipe_root", str(args.recipe_root)])
+    if args.summary:
+        exp_name = args.source_exp.name
+        recipes_dir = args.source_exp.resolve().parents[2]
+        table = summary_table(recipes_dir, args.out.parent, exp_name, args.corpora.split(","))
+        atomic_write_text(args.summary, table)
+        print(table)
+    return rc
 
 
 if __name__ == "__main__":

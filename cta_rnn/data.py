@@ -31,7 +31,7 @@ def read_fold(fold_dir: str | os.PathLike, store: EmbeddingStore) -> dict[str, p
         if missing.any():
             skipped = set()
             for path in store.root.glob("skipped_r*.csv"):
-                skipped |= set(pd.read_csv(path, dtype={"ID": str})["ID"])
+                skipped |= set(pd.read_csv(path, dtype=str, keep_default_na=False)["ID"])
             unexplained = sorted(set(df["ID"][missing]) - skipped)
             if unexplained:
                 raise ValueError(

@@ -184,7 +184,11 @@ def dump(
     summary["skipped"] = len(skipped)
     if skipped:
         prev = out_dir / f"skipped_r{shard}.csv"
-        old = pd.read_csv(prev) if prev.exists() else pd.DataFrame(columns=["ID", "reason"])
+        old = (
+            pd.read_csv(prev, dtype=str, keep_default_na=False)
+            if prev.exists()
+            else pd.DataFrame(columns=["ID", "reason"])
+        )
         atomic_to_csv(pd.concat([old, pd.DataFrame(skipped)]).drop_duplicates("ID"), prev)
     (out_dir / f"rank{shard}.done").write_text(f"{num_shards}\n")
     return summary
@@ -194,7 +198,7 @@ def skipped_ids(out_dir: str | os.PathLike) -> list[str]:
     """IDs every rank listed as skipped."""
     out = []
     for path in Path(out_dir).glob("skipped_r*.csv"):
-        out += pd.read_csv(path, dtype={"ID": str})["ID"].tolist()
+        out += pd.read_csv(path, dtype=str, keep_default_na=False)["ID"].tolist()
     return out
 
 

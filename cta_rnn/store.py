@@ -249,7 +249,7 @@ class EmbeddingStore:
                 raise StoreMismatchError(f"{self.root}: layers {absent} not in the store (has {self.stored_layers})")
             self.layer_pos = [self.stored_layers.index(k) for k in layers]
         self.layers = list(layers) if layers is not None else self.stored_layers
-        index = pd.read_csv(self.root / "index.csv", dtype={"id": str})
+        index = pd.read_csv(self.root / "index.csv", dtype={"id": str}, keep_default_na=False)
         self.index = {r.id: Entry(r.shard, int(r.offset), int(r.frames), int(r.crc32)) for r in index.itertuples()}
         self._maps: dict[str, np.memmap] = {}
 
