@@ -358,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = f" (partial, missing folds {res['folds_missing']})" if res["partial"] else ""
         print(
             f"{exp}: {k} fold(s){note}  WA {fmt_pct(ms['wa']['mean'], ms['wa']['std'])}  "
-            f"UA {fmt_pct(ms['ua']['mean'], ms['ua']['std'])}  F1 {fmt_pct(ms['macro_f1']['mean'], ms['macro_f1']['std'])}"
+            f"UA {fmt_pct(ms['ua']['mean'], ms['ua']['std'])}  "
+            f"F1 {fmt_pct(ms['macro_f1']['mean'], ms['macro_f1']['std'])}"
         )
         absexp = exp.resolve()
         roots.add(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from corpus_fixtures import build_iemocap, build_msp_improv, msp_cells_small
 
 from cta_rnn import EMOTIONS
-from corpus_fixtures import build_iemocap, build_msp_improv, msp_cells_small
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = "cta_rnn_whisper_tiny_en_trimmed_loso_speaker"
