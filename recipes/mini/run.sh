@@ -14,6 +14,7 @@ exec ../shared/stages.sh \
     --encoder whisper_tiny_en \
     --protocol loso_speaker \
     --folds "1,4,7" \
+    --nj 2 \
     --prep_opts "--n_sentences 11" \
     --sweep_layers "0 1 2 3 4" \
     "$@"

@@ -27,12 +27,13 @@ train_args=""          # extra training overrides, e.g. "--number_of_epochs=20 -
 tag=""                 # suffix of the experiment folder name
 device=auto            # auto | cpu | cuda | cuda:1
 ngpu=1                 # >1: torchrun DDP with this many processes per node
+nj=1                   # folds trained in parallel (CPU: each gets nproc/nj threads)
 ablations="no_channel_attention no_temporal_attention last_layer superb"  # models of stage 4
 sweep_layers=""        # stage 4 single-layer sweep, e.g. "0 1 2 3 4" (empty = none)
 force=false            # redo finished stages (dump, training folds)
 python=""              # python to use (default: <repo>/.venv/bin/python, else python3)
 __option_names="stage stop_stage corpus corpus_root prep_opts encoder encoder_opts dump_opts protocol folds model
- train_config train_args tag device ngpu ablations sweep_layers force python"
+ train_config train_args tag device ngpu nj ablations sweep_layers force python"
 __option_names="${__option_names//$'\n'/ }"
 
 __argv=("$@")
@@ -92,22 +93,38 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     if [ "${ngpu}" -gt 1 ]; then
         launcher=("${python}" -m torch.distributed.run --nproc_per_node="${ngpu}" -m cta_rnn.train)
     fi
+    fold_list | "${python}" -c "import json,sys; json.dump([int(x) for x in sys.stdin.read().split()], sys.stdout)" \
+        > "${expdir}/folds.json"
+    local pids=() failed=0 pid
+    if [ "${nj}" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+        export OMP_NUM_THREADS=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
+    fi
     for k in $(fold_list); do
         [ -d "data/folds/${protocol}/fold${k}" ] || die "no fold ${k} in data/folds/${protocol}"
         log "Stage 2: train ${m} fold ${k}, ${dump_dir} + data/folds/${protocol}/fold${k} -> ${expdir}/fold${k}"
-        # shellcheck disable=SC2086
-        "${launcher[@]}" "${train_config}" "${recipe_conf[@]}" --conf "${conf}" \
-            --fold_dir="data/folds/${protocol}/fold${k}" --store_dir="${dump_dir}" \
-            --output_folder="${expdir}/fold${k}" --device="${device}" --force="${force}" \
-            ${train_args} "$@" "${extra_args[@]}"
+        cmd=("${launcher[@]}" "${train_config}" "${recipe_conf[@]}" --conf "${conf}"
+            --fold_dir="data/folds/${protocol}/fold${k}" --store_dir="${dump_dir}"
+            --output_folder="${expdir}/fold${k}" --device="${device}" --force="${force}")
+        # shellcheck disable=SC2206
+        cmd+=(${train_args} "$@" "${extra_args[@]}")
+        if [ "${nj}" -le 1 ]; then
+            "${cmd[@]}"
+            continue
+        fi
+        mkdir -p "${expdir}/fold${k}"
+        "${cmd[@]}" > "${expdir}/fold${k}/stdout.log" 2>&1 &
+        pids+=($!)
+        while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
     done
+    for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+    [ "${failed}" -eq 0 ] || die "${failed} fold(s) of ${expdir} failed: see ${expdir}/fold*/stdout.log"
 }
 
 score_exp() {  # score_exp <expdir>
     local n
     n=$(find "data/folds/${protocol}" -maxdepth 1 -name 'fold*' -type d | wc -l)
     log "Stage 3: score, $1/fold*/predictions.csv -> $1/results.{json,md} + RESULTS.md"
-    "${python}" -m cta_rnn.score --exp "$1" --expected_folds "$(fold_list | wc -l)" --recipe_root . \
+    "${python}" -m cta_rnn.score --exp "$1" --recipe_root . \
         || die "scoring $1 failed"
     [ "$(fold_list | wc -l)" -lt "${n}" ] && log "note: scored a subset of folds (--folds ${folds})"
     return 0
