@@ -193,6 +193,7 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cta_rnn.train`` / ``cta-rnn train``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     confs, rest = split_conf_args(list(sys.argv[1:] if argv is None else argv))
     hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
     overrides = merge_overrides(confs, cli_overrides)
