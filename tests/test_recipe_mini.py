@@ -75,3 +75,16 @@ def test_rerun_skips_finished_stages(recipe: Path) -> None:
 def test_unknown_option_fails_loudly(recipe: Path) -> None:
     p = run(recipe, "--no_such_option", "1")
     assert p.returncode != 0 and "unknown option --no_such_option" in p.stderr
+
+
+def test_stage4_ablation_and_layer_sweep(recipe: Path) -> None:
+    if not (recipe / "dump" / "whisper_tiny_en" / "DONE").exists():
+        pytest.skip("needs the first test's dump")
+    p = run(recipe, "--stage", "4", "--stop_stage", "4", "--ablations", "superb", "--sweep_layers", "0 4", *TINY)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-4000:]
+    for name in ("superb", "single_layer0", "single_layer4"):
+        res = json.loads((recipe / "exp" / f"{name}_whisper_tiny_en_loso_speaker" / "results.json").read_text())
+        assert res["folds_scored"] == [1]
+    pred = pd.read_csv(recipe / "exp" / "single_layer4_whisper_tiny_en_loso_speaker" / "fold1" / "predictions.csv")
+    assert [c for c in pred.columns if c.startswith("att_layer")] == ["att_layer4"]
+    assert (recipe / "exp" / "layer_sweep_whisper_tiny_en_loso_speaker.png").stat().st_size > 1000
