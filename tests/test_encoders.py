@@ -15,12 +15,9 @@ ENCODER_YAMLS = Path(__file__).resolve().parents[1] / "recipes" / "shared" / "hp
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine multi-threaded ops (torch.isin in generate) crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread_torch):
+    """Encoder tests run with one intra-op thread (see conftest.one_thread_torch)."""
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
