@@ -133,3 +133,24 @@ def test_refuses_to_mix_another_manifest(corpus: pd.DataFrame, tmp_path: Path) -
     dump(corpus, FrameEncoder(), tmp_path / "s", num_workers=0)
     with pytest.raises(StoreMismatchError, match="manifest_checksum"):
         dump(corpus.head(3), FrameEncoder(), tmp_path / "s", num_workers=0)
+
+
+def test_two_shards_fill_one_store_and_merge(corpus: pd.DataFrame, tmp_path: Path) -> None:
+    out = tmp_path / "sharded"
+    a = dump(corpus, FrameEncoder(), out, num_workers=0, shard=0, num_shards=2)
+    assert not maybe_finalize(corpus, out, 2)  # rank 1 has not finished: no index yet
+    b = dump(corpus, FrameEncoder(), out, num_workers=0, shard=1, num_shards=2)
+    assert a["encoded"] + b["encoded"] == len(corpus) and a["encoded"] and b["encoded"]
+    assert maybe_finalize(corpus, out, 2)
+    ref = tmp_path / "single"
+    dump(corpus, FrameEncoder(), ref, num_workers=0)
+    maybe_finalize(corpus, ref, 1)
+    x, y = EmbeddingStore(out), EmbeddingStore(ref)
+    assert all(torch.equal(x[i], y[i]) for i in corpus["ID"])
+
+
+def test_cli_dispatch(capsys: pytest.CaptureFixture) -> None:
+    from cta_rnn.cli import main
+
+    assert main(["--help"]) == 0 and "cta-rnn dump" in capsys.readouterr().out
+    assert main(["nope"]) == 2

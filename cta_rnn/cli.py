@@ -1,0 +1,43 @@
+"""The ``cta-rnn`` console script: one entry point for every stage.
+
+cta-rnn prepare {iemocap,msp_improv,manifest} --root ROOT --out data/     stage 0
+cta-rnn dump --manifest data/manifest.csv --encoder ENC.yaml --out dump/X  stage 1
+cta-rnn train hparams/train.yaml --fold_dir=... --store_dir=... ...       stage 2
+cta-rnn score --exp exp/<experiment>                                       stage 3
+cta-rnn cross-eval --source_exp ... --target_manifest ... --target_store ... --out ...
+cta-rnn mini-corpus --out data/mini_corpus                                 synthesise the mini corpus
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "prepare": "cta_rnn.prepare",
+    "dump": "cta_rnn.dump",
+    "train": "cta_rnn.train",
+    "score": "cta_rnn.score",
+    "cross-eval": "cta_rnn.cross_eval",
+    "mini-corpus": "cta_rnn.corpora.mini",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``cta-rnn <command> ...`` to the command's module ``main``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"cta-rnn: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command])
+    sys.argv = [f"cta-rnn {command}", *rest]
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
