@@ -21,6 +21,8 @@ COMMANDS = {
     "score": "cta_rnn.score",
     "cross-eval": "cta_rnn.cross_eval",
     "mini-corpus": "cta_rnn.corpora.mini",
+    "predict": "cta_rnn.predict:main_predict",
+    "export": "cta_rnn.predict:main_export",
 }
 
 
@@ -34,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"cta-rnn: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command])
+    module_name, _, func = COMMANDS[command].partition(":")
+    module = importlib.import_module(module_name)
     sys.argv = [f"cta-rnn {command}", *rest]
-    return int(module.main(rest) or 0)
+    return int(getattr(module, func or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

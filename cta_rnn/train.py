@@ -136,6 +136,11 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
         import pandas as pd
 
         spk = speaker_stats(store, pd.concat(frames.values()), hparams["stats_max_utterances"] // 10 or 1)
+        if sb.utils.distributed.if_main_process():  # "average training speaker": inference without speaker stats
+            train_spk = sorted(set(frames["train"]["speaker"].astype(str)))
+            fallback = {k: torch.stack([spk[s][i] for s in train_spk]).mean(0) for i, k in enumerate(("mean", "std"))}
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(fallback, out / "speaker_norm_fallback.pt")
     model = build_model(hparams, store.num_layers, store.dim)
     if hparams["normalization"] != "none":
         spk_of = dict(zip(frames["train"]["ID"], frames["train"]["speaker"].astype(str)))

@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+from cta_rnn.audio import load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +92,97 @@ def test_stage4_ablation_and_layer_sweep(recipe: Path) -> None:
     pred = pd.read_csv(recipe / "exp" / "single_layer4_whisper_tiny_en_loso_speaker" / "fold1" / "predictions.csv")
     assert [c for c in pred.columns if c.startswith("att_layer")] == ["att_layer4"]
     assert (recipe / "exp" / "layer_sweep_whisper_tiny_en_loso_speaker.png").stat().st_size > 1000
+
+
+def trained_fold(recipe: Path) -> Path:
+    fold = recipe / "exp" / "cta_rnn_whisper_tiny_en_loso_speaker" / "fold1"
+    if not (fold / "model.json").exists():
+        pytest.skip("needs the first test's trained fold")
+    return fold
+
+
+def test_export_and_recognizer_reproduce_the_test_predictions(recipe: Path, tmp_path: Path) -> None:
+    from cta_rnn.inference import EmotionRecognizer, export_fold
+
+    fold = trained_fold(recipe)
+    out = export_fold(fold, tmp_path / "model")
+    for name in (
+        "model.json",
+        "model.ckpt",
+        "label_encoder.txt",
+        "encoder.yaml",
+        "README.md",
+        "scores.json",
+        "speaker_norm_fallback.pt",
+    ):
+        assert (out / name).is_file(), name
+    with pytest.raises(FileExistsError):
+        export_fold(fold, out)
+    rec = EmotionRecognizer.from_dir(out)
+    pred = pd.read_csv(fold / "predictions.csv")
+    manifest = pd.read_csv(recipe / "data" / "manifest.csv").set_index("ID")
+    wavs = [manifest.loc[i, "wav"] for i in pred["ID"]]
+    # the fold was trained with speaker normalisation: the test speaker's own statistics, as in training
+    feats = []
+    for w in wavs:
+        hidden, frames = rec.features(load_audio(w)[None], torch.ones(1))
+        feats.append(hidden[0, :, : int(frames[0])])
+    stats = rec.speaker_stats(feats)
+    for w, row in zip(wavs, pred.itertuples()):
+        got = rec.predict_file(w, stats)
+        assert got["label"] == row.predicted
+        assert abs(got["probs"]["neu"] - row.prob_neu) < 0.02 and abs(got["probs"]["sad"] - row.prob_sad) < 0.02
+        assert torch.all(got["temporal"] >= 0) and abs(float(got["temporal"].sum()) - 1) < 1e-4
+
+
+def test_predict_cli_lists_bad_files_and_writes_outputs(recipe: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from cta_rnn.cli import main
+
+    fold = trained_fold(recipe)
+    manifest = pd.read_csv(recipe / "data" / "manifest.csv")
+    good = manifest["wav"].tolist()[:2]
+    data, sr = sf.read(good[0])
+    stereo = tmp_path / "stereo 44k.wav"
+    sf.write(stereo, np.stack([data, data], 1).repeat(2, 0)[: len(data) * 2], sr * 2)  # 2 channels, 2x rate
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt garbage")
+    rc = main(
+        [
+            "predict",
+            "--model",
+            str(fold),
+            *good,
+            str(stereo),
+            str(broken),
+            "--csv",
+            str(tmp_path / "p.csv"),
+            "--json",
+            str(tmp_path / "p.json"),
+            "--plot",
+            str(tmp_path / "plots"),
+            "--adapt",
+        ]
+    )
+    assert rc == 0
+    rows = pd.read_csv(tmp_path / "p.csv")
+    assert len(rows) == 3 and set(rows["label"]) <= {"neu", "hap", "ang", "sad"}
+    failed = json.loads((tmp_path / "p.json").read_text())["failed"]
+    assert [f["file"] for f in failed] == [str(broken)] and "unreadable" in failed[0]["reason"]
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+    rc = main(["predict", "--model", str(fold), good[0], "--segment", "1.0", "--csv", str(tmp_path / "s.csv")])
+    seg = pd.read_csv(tmp_path / "s.csv")
+    assert rc == 0 and len(seg) >= 2 and seg["start"].iloc[1] == 1.0
+
+
+def test_recognizer_refuses_a_mismatched_label_set_or_encoder(recipe: Path, tmp_path: Path) -> None:
+    from cta_rnn.inference import EmotionRecognizer, export_fold
+
+    out = export_fold(trained_fold(recipe), tmp_path / "model")
+    with pytest.raises(ValueError, match="the model was trained on layers"):
+        EmotionRecognizer.from_dir(out, encoder_overrides={"layers": [0, 1]})
+    lab = out / "label_encoder.txt"
+    lab.write_text(lab.read_text().replace("'sad'", "'bored'"))
+    with pytest.raises(ValueError, match="does not match model.json labels"):
+        EmotionRecognizer.from_dir(out)
