@@ -191,7 +191,8 @@ def plot_temporal_attention(
     ax_w.set_ylabel("amplitude")
     ax_w.set_title(title or "Temporal attention")
     nfft = int(min(512, 2 ** np.floor(np.log2(max(wav.size, 16)))))
-    ax_s.specgram(wav, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", scale="dB")
+    dither = 1e-6 * np.random.default_rng(0).standard_normal(wav.size)  # digital silence would be -inf dB
+    ax_s.specgram(wav + dither, NFFT=nfft, Fs=sample_rate, noverlap=nfft * 3 // 4, cmap="magma", scale="dB")
     ax_s.set_ylabel("frequency (Hz)")
     ax_s.set_xlabel("time (s)")
     for ax, color in ((ax_w, "tab:red"), (ax_s, "cyan")):
