@@ -1,7 +1,7 @@
 """Stage 0, data preparation: a corpus tree -> ``<out>/manifest.csv`` + fold lists, after the count checks.
 
-    python -m cta_rnn.prepare {iemocap,msp_improv,manifest} --root ROOT --out data/ [--allow_partial]
-        [--conditions T,R,S,P] [--protocols loso_session,loso_speaker]
+    python -m cta_rnn.prepare {iemocap,msp_improv,manifest,custom} --root ROOT --out data/ [--allow_partial]
+        [--conditions T,R,S,P] [--protocols loso_session,loso_speaker,given]
 
 Writes ``<out>/manifest.csv``, ``<out>/prepare.json`` (what defined it) and
 ``<out>/folds/<protocol>/fold<k>/{train,valid,test}.csv`` with ``folds.json``. Nothing is written when a check
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cta_rnn.corpora.folds import PROTOCOLS, make_folds, write_folds
+from cta_rnn.corpora.custom import prepare_custom
+from cta_rnn.corpora.folds import ALL_PROTOCOLS, PROTOCOLS, make_folds, write_folds
 from cta_rnn.corpora.iemocap import prepare_iemocap
 from cta_rnn.corpora.msp_improv import prepare_msp_improv
 from cta_rnn.io_utils import MANIFEST_COLUMNS, atomic_to_csv, atomic_write_json, read_manifest
@@ -36,6 +37,7 @@ PREPARERS: dict[str, Callable[..., pd.DataFrame]] = {
     "iemocap": prepare_iemocap,
     "msp_improv": prepare_msp_improv,
     "manifest": prepare_from_manifest,
+    "custom": prepare_custom,
 }
 
 
@@ -57,9 +59,9 @@ def prepare(
     """Build, check and write the manifest of ``corpus`` and its fold lists; return the manifest."""
     if corpus not in PREPARERS:
         raise ValueError(f"unknown corpus {corpus!r}; choose from {sorted(PREPARERS)}")
-    bad = [p for p in protocols if p not in PROTOCOLS]
+    bad = [p for p in protocols if p not in ALL_PROTOCOLS]
     if bad:
-        raise ValueError(f"unknown protocol(s) {bad}; choose from {PROTOCOLS}")
+        raise ValueError(f"unknown protocol(s) {bad}; choose from {ALL_PROTOCOLS}")
     manifest = PREPARERS[corpus](root, allow_partial=allow_partial, conditions=conditions, log=log)
     if manifest.empty:
         raise ValueError(f"{corpus}: no utterance kept from {root}")

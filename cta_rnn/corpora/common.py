@@ -35,6 +35,12 @@ def wav_durations(paths: Iterable[str]) -> list[float]:
     return out
 
 
+def label_order(labels: Iterable[object]) -> list[str]:
+    """Class order of a label set: the paper's (neu, hap, ang, sad) for a subset of it, else sorted."""
+    seen = {str(x) for x in labels}
+    return [e for e in EMOTIONS if e in seen] if seen <= set(EMOTIONS) else sorted(seen)
+
+
 def count_table(df: pd.DataFrame, by: str, order: Iterable | None = None) -> pd.DataFrame:
     """Class x ``by`` table: rows are ``by`` values (in ``order`` if given) plus a total row, columns the
     4 emotions plus total."""

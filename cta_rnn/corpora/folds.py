@@ -6,6 +6,9 @@
 - ``loso_speaker``: one fold per speaker, sorted by (session, speaker); test = that speaker; valid = the other
   speaker(s) of the same session (the paper's rule); a speaker alone in its session validates on the next
   speaker in that order (cyclic); train = everyone else. Needs at least 3 speakers.
+- ``given``: one fold from the manifest's ``split`` column (train/valid/test, e.g. a user-given split of a
+  custom corpus). Each split must be non-empty; speaker overlap is the corpus preparer's rule (custom: an
+  error unless ``--allow_partial``), so it is not checked here.
 
 Folds are numbered from 1. Every fold is checked: each row in exactly one split, no speaker in two splits.
 """
@@ -19,10 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from cta_rnn import EMOTIONS
+from cta_rnn.corpora.common import label_order
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
 
 PROTOCOLS = ("loso_session", "loso_speaker")
+"""The speaker-independent protocols every corpus supports (the default of ``cta_rnn.prepare``)."""
+GIVEN = "given"
+ALL_PROTOCOLS = (*PROTOCOLS, GIVEN)
 SPLITS = ("train", "valid", "test")
 Folds = dict[int, dict[str, pd.DataFrame]]
 
@@ -55,7 +61,7 @@ def _plan(manifest: pd.DataFrame, protocol: str) -> list[tuple[list[str], list[s
             mates = [o for o in speakers if o != spk and spk_sess[o] == spk_sess[spk]]
             plan.append(([spk], mates or [speakers[(i + 1) % len(speakers)]]))
         return plan
-    raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    raise ValueError(f"unknown protocol {protocol!r}; choose from {ALL_PROTOCOLS}")
 
 
 def check_no_leakage(splits: dict[str, pd.DataFrame], fold: int, n_rows: int | None = None) -> None:
@@ -78,6 +84,8 @@ def make_folds(manifest: pd.DataFrame, protocol: str, folds: Iterable[int] | Non
     missing = [c for c in ("speaker", "session") if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest lacks column(s) {missing} needed for fold protocols")
+    if protocol == GIVEN:
+        return _given(manifest, folds)
     plan = _plan(manifest, protocol)
     wanted = sorted(set(folds)) if folds is not None else list(range(1, len(plan) + 1))
     bad = [k for k in wanted if not 1 <= k <= len(plan)]
@@ -98,16 +106,37 @@ def make_folds(manifest: pd.DataFrame, protocol: str, folds: Iterable[int] | Non
     return out
 
 
+def _given(manifest: pd.DataFrame, folds: Iterable[int] | None) -> Folds:
+    """The one fold of the ``split`` column; checks values, non-empty splits and that no row is lost."""
+    if "split" not in manifest.columns:
+        raise ValueError(f"protocol {GIVEN!r} needs a 'split' column (train/valid/test) in the manifest")
+    bad = [k for k in (set(folds) if folds is not None else {1}) if k != 1]
+    if bad:
+        raise ValueError(f"{GIVEN}: fold(s) {sorted(bad)} out of range 1..1")
+    split = manifest["split"].astype(str)
+    odd = sorted(set(split) - set(SPLITS))
+    if odd:
+        raise ValueError(f"{GIVEN}: split values {odd} not in {list(SPLITS)}")
+    splits = {name: manifest[split == name].reset_index(drop=True) for name in SPLITS}
+    empty = [k for k, v in splits.items() if v.empty]
+    if empty:
+        raise ValueError(f"{GIVEN}: empty split(s) {empty}")
+    return {1: splits}
+
+
 def fold_summary(folds: Folds, protocol: str) -> dict:
     """JSON-able description: per fold the speakers, sessions and class counts of each split."""
     summary: dict = {"protocol": protocol, "n_folds": len(folds), "folds": {}}
+    labels = label_order(
+        {str(e) for splits in folds.values() for df in splits.values() if "emotion" in df for e in df["emotion"]}
+    )
     for k, splits in folds.items():
         summary["folds"][str(k)] = {
             name: {
                 "speakers": sorted(map(str, set(df["speaker"]))),
                 "sessions": sorted({str(s) for s in df["session"]}, key=_key),
                 "n": len(df),
-                "counts": {e: int((df["emotion"] == e).sum()) for e in EMOTIONS} if "emotion" in df else {},
+                "counts": {e: int((df["emotion"].astype(str) == e).sum()) for e in labels} if "emotion" in df else {},
             }
             for name, df in splits.items()
         }

@@ -19,7 +19,7 @@ prep_opts=""           # extra options for data prep (e.g. "--allow_partial")
 encoder=whisper_tiny_en  # hparams/encoder/<encoder>.yaml (recipe first, then recipes/shared)
 encoder_opts=""        # encoder YAML overrides for the dump, e.g. "input=trimmed layers=0-4"
 dump_opts=""           # extra options of cta_rnn.dump (e.g. "--on_error skip --num_workers 4")
-protocol=loso_speaker  # loso_speaker | loso_session
+protocol=loso_speaker  # loso_speaker | loso_session | given (custom corpus with a split column)
 folds=""               # subset of folds, e.g. "1,3" or "1-2" (empty = all)
 model=cta_rnn          # hparams/model/<model>.yaml: overrides of the training YAML
 train_config=""        # training YAML (default: hparams/train.yaml of the recipe, else the shared one)
@@ -83,6 +83,8 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     local m="$1" expdir="$2"; shift 2
     local conf k launcher
     conf="$(find_conf model "${m}")"
+    local data_conf=()  # overrides written by data prep (e.g. a custom corpus's labels), after the recipe's
+    if [ -f data/train_overrides.yaml ]; then data_conf=(--conf data/train_overrides.yaml); fi
     mkdir -p "${expdir}"
     { echo "#!/usr/bin/env bash"; echo "# replay of stage 2 for this experiment ($(date -u '+%F %T') UTC)";
       printf 'cd %q && %q' "$(pwd)" "$0"; printf ' %q' "${__argv[@]}"; echo; } > "${expdir}/run.sh"
@@ -102,7 +104,7 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     for k in $(fold_list); do
         [ -d "data/folds/${protocol}/fold${k}" ] || die "no fold ${k} in data/folds/${protocol}"
         log "Stage 2: train ${m} fold ${k}, ${dump_dir} + data/folds/${protocol}/fold${k} -> ${expdir}/fold${k}"
-        cmd=("${launcher[@]}" "${train_config}" "${recipe_conf[@]}" --conf "${conf}"
+        cmd=("${launcher[@]}" "${train_config}" "${recipe_conf[@]}" "${data_conf[@]}" --conf "${conf}"
             --fold_dir="data/folds/${protocol}/fold${k}" --store_dir="${dump_dir}"
             --output_folder="${expdir}/fold${k}" --device="${device}" --force="${force}")
         # shellcheck disable=SC2206
