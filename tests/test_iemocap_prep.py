@@ -192,3 +192,16 @@ def test_missing_wav(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=gone.name):
         prepare_iemocap(root, log=quiet)
     assert len(prepare_iemocap(root, allow_partial=True, log=quiet)) == len(df) - 1
+
+
+def test_duplicate_label_names_both_places(tmp_path: Path) -> None:
+    counts = {f"Ses01{g}": {e: 2 for e in ("neu", "hap", "ang", "sad")} for g in "FM"}
+    root = build_iemocap(tmp_path, counts, sessions=(1,), extras_per_dialog=0)
+    files = sorted(f for f in (root / "Session1" / "dialog" / "EmoEvaluation").glob("Ses*.txt"))
+    lines = [ln for f in files for ln in f.read_text(encoding="latin-1").splitlines() if ln.startswith("[")]
+    line = lines[0]
+    other = next(f for f in files if line not in f.read_text(encoding="latin-1"))
+    with open(other, "a", encoding="latin-1") as f:
+        f.write("\n" + line + "\n")
+    with pytest.raises(ValueError, match=r"labelled twice: .*\.txt:\d+ and .*\.txt:\d+"):
+        prepare_iemocap(root, allow_partial=True, log=lambda *_: None)

@@ -197,10 +197,15 @@ def prepare_iemocap(
     sessions = _available_sessions(root, allow_partial)
     rows: list[dict] = []
     n_labels = 0
+    seen: dict[str, str] = {}
     for s in sessions:
         r, recs = _session_rows(root, s)
         rows += r
         n_labels += len(recs)
+        for rec in recs:
+            if rec.utt in seen:
+                raise ValueError(f"IEMOCAP: {rec.utt} labelled twice: {seen[rec.utt]} and {rec.where}")
+            seen[rec.utt] = rec.where
     df = pd.DataFrame(rows, columns=COLUMNS[:2] + COLUMNS[3:] + ["raw_code"])
     dup = df["ID"][df["ID"].duplicated()].tolist()
     if dup:
