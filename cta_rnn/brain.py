@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,23 @@ from speechbrain.utils.distributed import if_main_process
 
 from cta_rnn.io_utils import atomic_to_csv
 from cta_rnn.metrics import classification_scores
+
+COMPLETE = "COMPLETE"
+"""Marker file written into a checkpoint folder once SpeechBrain has finished saving it."""
+
+
+def remove_torn_checkpoints(save_folder: str | Path) -> list[str]:
+    """Delete checkpoint folders a kill interrupted mid-save (no COMPLETE marker); returns their names.
+
+    SpeechBrain writes a checkpoint's CKPT.yaml before its parameter files, so a process killed during
+    the save leaves a folder that looks valid but cannot be loaded.
+    """
+    removed = []
+    for ckpt in sorted(Path(save_folder).glob("CKPT+*")):
+        if ckpt.is_dir() and not (ckpt / COMPLETE).exists():
+            shutil.rmtree(ckpt)
+            removed.append(ckpt.name)
+    return removed
 
 
 class EmotionBrain(sb.Brain):
@@ -88,6 +107,9 @@ class EmotionBrain(sb.Brain):
             self.checkpointer.save_and_keep_only(
                 meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch}, max_keys=["UA"], num_to_keep=1
             )
+            if if_main_process():  # SpeechBrain writes CKPT.yaml first: mark checkpoints whose files are all there
+                for ckpt in self.checkpointer.list_checkpoints():
+                    (ckpt.path / COMPLETE).touch()
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats

@@ -161,11 +161,15 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
     train_kw = loader_kwargs(hparams, datasets, frames["train"]["emotion"].astype(str).tolist())
     eval_kw = {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
 
+    from cta_rnn.brain import EmotionBrain, remove_torn_checkpoints
+
+    if sb.utils.distributed.if_main_process():
+        for name in remove_torn_checkpoints(hparams["save_folder"]):
+            logger.warning("removed checkpoint %s: its save was interrupted (incomplete files)", name)
+    sb.utils.distributed.ddp_barrier()
     checkpointer = sb.utils.checkpoints.Checkpointer(
         hparams["save_folder"], recoverables={"model": model, "counter": hparams["epoch_counter"]}
     )
-    from cta_rnn.brain import EmotionBrain
-
     brain = EmotionBrain(
         modules={"model": model},
         opt_class=hparams["opt_class"],

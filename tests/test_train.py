@@ -141,3 +141,23 @@ def test_ddp_two_cpu_processes_gloo(toy: dict[str, Path], tmp_path: Path) -> Non
     res = json.loads((out / "test_results.json").read_text())
     assert res["epochs_run"] == 2 and res["n"]["test"] == 16
     assert len(pd.read_csv(out / "predictions.csv")) == 16
+
+
+def test_checkpoint_torn_by_a_kill_is_removed_before_resuming(toy: dict[str, Path], tmp_path: Path) -> None:
+    """SpeechBrain writes CKPT.yaml before the parameters: a kill in between must not break the resume."""
+    import shutil
+
+    from cta_rnn.train import main
+
+    out = tmp_path / "fold"
+    main(args(toy, out, 2))
+    good = sorted((out / "save").glob("CKPT+*"))
+    assert good and all((c / "COMPLETE").exists() for c in good)
+    torn = out / "save" / "CKPT+2099-01-01+00-00-00+00"
+    shutil.copytree(good[-1], torn)
+    (torn / "COMPLETE").unlink()
+    (torn / "model.ckpt").write_bytes(b"\x00" * 10)  # truncated by the kill
+    (out / "test_results.json").unlink()
+    main(args(toy, out, 3))
+    assert not torn.exists()
+    assert json.loads((out / "test_results.json").read_text())["epochs_run"] == 3
