@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--batch_seconds", type=float, default=60.0)
     args = ap.parse_args()
     manifest = read_manifest(args.manifest).head(args.n)
-    spec = load_encoder_spec(ENC_DIR / f"{args.encoder}.yaml")
-    encoder = build_encoder({k: v for k, v in spec.items() if k != "name"})
+    _, spec = load_encoder_spec(ENC_DIR / f"{args.encoder}.yaml")
+    encoder = build_encoder(spec)
     audio_s = float(manifest["duration"].sum())
 
     # bare forward: audio loaded beforehand, same batches as the dump

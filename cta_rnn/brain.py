@@ -34,6 +34,16 @@ def remove_torn_checkpoints(save_folder: str | Path) -> list[str]:
     return removed
 
 
+def predictions_frame(ids, true, probs: np.ndarray, chan: np.ndarray, labels, layers) -> pd.DataFrame:
+    """The predictions.csv contract: ID, true, predicted, prob_<label>..., att_layer<j>... (true = label names)."""
+    df = pd.DataFrame({"ID": list(ids), "true": list(true), "predicted": [labels[i] for i in probs.argmax(1)]})
+    for j, lab in enumerate(labels):
+        df[f"prob_{lab}"] = probs[:, j].round(6)
+    for j, layer in enumerate(layers):
+        df[f"att_layer{layer}"] = chan[:, j].round(6)
+    return df
+
+
 class EmotionBrain(sb.Brain):
     """Brain for (batch, frames, layers, dim) feature batches and one emotion label per utterance.
 
@@ -119,14 +129,8 @@ class EmotionBrain(sb.Brain):
                 atomic_to_csv(self.predictions_frame(), self.hparams.predictions_file)
 
     def predictions_frame(self) -> pd.DataFrame:
-        """ID, true, predicted, prob_<label>..., att_layer<j>... for the collected utterances."""
+        """Predictions of the collected utterances in the predictions.csv contract."""
         ids, y, probs, chan = self.collected()
         labels = list(self.hparams.labels)
-        df = pd.DataFrame(
-            {"ID": ids, "true": [labels[i] for i in y], "predicted": [labels[i] for i in probs.argmax(1)]}
-        )
-        for j, lab in enumerate(labels):
-            df[f"prob_{lab}"] = probs[:, j].round(6)
-        for j, layer in enumerate(getattr(self.hparams, "layer_ids", range(chan.shape[1]))):
-            df[f"att_layer{layer}"] = chan[:, j].round(6)
-        return df
+        layers = getattr(self.hparams, "layer_ids", range(chan.shape[1]))
+        return predictions_frame(ids, [labels[i] for i in y], probs, chan, labels, layers)

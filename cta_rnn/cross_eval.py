@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from cta_rnn.brain import predictions_frame
 from cta_rnn.checkpoint import load_fold_model
-from cta_rnn.data import speaker_stats
+from cta_rnn.data import normalise, speaker_stats
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_text, read_manifest
 from cta_rnn.store import EmbeddingStore, StoreMismatchError
 
@@ -58,8 +59,7 @@ def predict_ids(
         for i in idx:
             x = store.get(ids[i])
             if spk_stats is not None:
-                m, s = spk_stats[spk_of[ids[i]]]
-                x = (x - m[:, None]) / s.clamp(min=1e-5)[:, None]
+                x = normalise(x, *spk_stats[spk_of[ids[i]]])
             feats.append(x)
         longest = max(x.shape[1] for x in feats)
         batch = torch.zeros(len(feats), feats[0].shape[0], longest, feats[0].shape[2])
@@ -70,16 +70,6 @@ def predict_ids(
         probs[idx] = torch.softmax(logits, -1)
         chan[idx] = att["channel"]
     return probs, chan
-
-
-def predictions_frame(ids, true, probs, chan, labels, layers) -> pd.DataFrame:
-    """The predictions.csv contract of stage 2."""
-    df = pd.DataFrame({"ID": list(ids), "true": list(true), "predicted": [labels[i] for i in probs.argmax(1)]})
-    for j, lab in enumerate(labels):
-        df[f"prob_{lab}"] = probs[:, j].numpy().round(6)
-    for j, layer in enumerate(layers):
-        df[f"att_layer{layer}"] = chan[:, j].numpy().round(6)
-    return df
 
 
 def cross_evaluate(source_exp: Path, manifest: pd.DataFrame, store_dir: Path, out: Path, force: bool = False) -> int:
@@ -103,7 +93,9 @@ def cross_evaluate(source_exp: Path, manifest: pd.DataFrame, store_dir: Path, ou
         stats = speaker_stats(store, rows) if spec["normalization"] == "speaker" else None
         spk_of = dict(zip(rows["ID"], rows["speaker"].astype(str)))
         probs, chan = predict_ids(model, store, rows["ID"].tolist(), spk_of=spk_of, spk_stats=stats)
-        frame = predictions_frame(rows["ID"], rows["emotion"], probs, chan, spec["labels"], spec["layers"])
+        frame = predictions_frame(
+            rows["ID"], rows["emotion"], probs.numpy(), chan.numpy(), spec["labels"], spec["layers"]
+        )
         (out / fold.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(fold / "label_encoder.txt", out / fold.name / "label_encoder.txt")
         atomic_to_csv(frame, dest)

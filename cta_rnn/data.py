@@ -47,6 +47,11 @@ def read_fold(fold_dir: str | os.PathLike, store: EmbeddingStore) -> dict[str, p
     return out
 
 
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Standardise (layers, frames, dim) features with (layers, dim) statistics (std floored at 1e-5)."""
+    return (x - mean[:, None]) / std.clamp(min=1e-5)[:, None]
+
+
 def running_stats(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std over frames of (layers, frames, dim) tensors -> (layers, dim) each (float64 sums)."""
     total = s1 = s2 = None
@@ -89,8 +94,7 @@ def dataset_stats(
     def feats(uid: str) -> torch.Tensor:
         x = store.get(uid)
         if spk_stats is not None:
-            m, s = spk_stats[spk_of[uid]]
-            x = (x - m[:, None]) / s.clamp(min=1e-5)[:, None]
+            x = normalise(x, *spk_stats[spk_of[uid]])
         return x
 
     return running_stats(feats(i) for i in ids)
@@ -120,8 +124,7 @@ def make_datasets(
             else:
                 x = store.get(uid)
             if spk_stats is not None:
-                m, s = spk_stats[str(speaker)]
-                x = (x - m[:, None]) / s.clamp(min=1e-5)[:, None]
+                x = normalise(x, *spk_stats[str(speaker)])
             return x.transpose(0, 1).contiguous()
 
         @sb.utils.data_pipeline.takes("emotion")

@@ -83,17 +83,14 @@ def duration_batches(durations: Sequence[float], batch_seconds: float, max_batch
     return batches
 
 
-def load_encoder_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read an encoder YAML (hyperpyyaml) with overrides; the name defaults to the file stem."""
-    from hyperpyyaml import load_hyperpyyaml
+def load_encoder_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The encoder's name (the YAML file stem) and its validated spec (``encoders.factory.load_spec``)."""
+    from cta_rnn.encoders.factory import load_spec
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: encoder YAML not found")
-    with open(path, encoding="utf-8") as f:
-        spec = dict(load_hyperpyyaml(f, overrides or {}))
-    spec.setdefault("name", path.stem)
-    return spec
+    return path.stem, load_spec(path, overrides)
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -250,10 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if is_complete(out) and not args.force:
         from cta_rnn.store import EmbeddingStore
 
-        spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
+        name, _ = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
         store = EmbeddingStore(out)
         checksum = manifest_checksum(manifest["ID"], manifest["duration"])
-        if store.meta["manifest_checksum"] != checksum or store.meta["encoder"].get("name") != spec["name"]:
+        if store.meta["manifest_checksum"] != checksum or store.meta["encoder"].get("name") != name:
             raise SystemExit(
                 f"{out}: a finished store for another manifest or encoder is there "
                 f"({store.meta['encoder'].get('name')}); use another --out or --force"
@@ -271,9 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from cta_rnn.encoders import build_encoder
 
-    spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
-    encoder = build_encoder({k: v for k, v in spec.items() if k != "name"}, device=args.device)
-    encoder.spec_name = spec["name"]
+    name, spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
+    encoder = build_encoder(spec, device=args.device)
+    encoder.spec_name = name
     (out / f"rank{shard}.done").unlink(missing_ok=True)
     summary = dump(
         manifest,

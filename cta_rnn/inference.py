@@ -34,15 +34,6 @@ def encoder_spec(spec: dict[str, Any], overrides: dict[str, Any] | None = None) 
     return {**enc, **(overrides or {})}
 
 
-def read_labels(path: Path) -> list[str]:
-    """Labels in index order from a SpeechBrain ``label_encoder.txt``."""
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    enc = CategoricalEncoder()
-    enc.load(path)
-    return [enc.ind2lab[i] for i in range(len(enc))]
-
-
 class EmotionRecognizer:
     """Frozen encoder + trained head, on any audio file (any rate, any channel count)."""
 
@@ -82,7 +73,9 @@ class EmotionRecognizer:
             model.load_state_dict(torch.load(path / "model.ckpt", map_location="cpu", weights_only=True))
         else:
             model, spec = load_fold_model(path)
-        labels = read_labels(path / "label_encoder.txt")
+        from cta_rnn.score import read_label_encoder
+
+        labels = read_label_encoder(path / "label_encoder.txt")
         if labels != list(spec["labels"]):
             raise ValueError(f"{path}: label_encoder.txt {labels} does not match model.json labels {spec['labels']}")
         if encoder is None:
@@ -114,8 +107,10 @@ class EmotionRecognizer:
     def _normalise(self, hidden: torch.Tensor, stats: dict[str, torch.Tensor] | None) -> torch.Tensor:
         if self.spec.get("normalization") != "speaker":
             return hidden
+        from cta_rnn.data import normalise
+
         stats = stats or self.fallback
-        return (hidden - stats["mean"][None, :, None]) / stats["std"].clamp(min=1e-5)[None, :, None]
+        return normalise(hidden, stats["mean"], stats["std"])  # (L, dim) stats broadcast over the batch
 
     @torch.no_grad()
     def predict_features(
