@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process
 
-from cta_rnn.io_utils import atomic_to_csv
+from cta_rnn.artifacts import predictions_frame, write_predictions
 from cta_rnn.metrics import classification_scores
 
 COMPLETE = "COMPLETE"
@@ -34,23 +34,17 @@ def remove_torn_checkpoints(save_folder: str | Path) -> list[str]:
     return removed
 
 
-def predictions_frame(ids, true, probs: np.ndarray, chan: np.ndarray, labels, layers) -> pd.DataFrame:
-    """The predictions.csv contract: ID, true, predicted, prob_<label>..., att_layer<j>... (true = label names)."""
-    df = pd.DataFrame({"ID": list(ids), "true": list(true), "predicted": [labels[i] for i in probs.argmax(1)]})
-    for j, lab in enumerate(labels):
-        df[f"prob_{lab}"] = probs[:, j].round(6)
-    for j, layer in enumerate(layers):
-        df[f"att_layer{layer}"] = chan[:, j].round(6)
-    return df
-
-
 class EmotionBrain(sb.Brain):
-    """Brain for (batch, frames, layers, dim) feature batches and one emotion label per utterance.
+    """Brain for :class:`cta_rnn.feature_cache.Batch` es and one emotion label per utterance.
 
-    Expects ``modules.model`` (a cta_rnn.models model) and hparams: ``epoch_counter``
-    (EpochCounterWithStopper, direction max), ``train_logger``, ``labels``, ``lr_patience``,
-    ``lr_factor``, ``seed``; optional ``class_weights`` tensor and ``predictions_file``.
+    Expects ``modules.model`` (a cta_rnn.models model) and hparams ``labels``; for training also
+    ``epoch_counter`` (EpochCounterWithStopper, direction max), ``train_logger``, ``lr_patience``,
+    ``lr_factor``, ``seed``; optional ``class_weights`` tensor, ``layer_ids`` and ``predictions_dir``
+    (where the test stage writes predictions.csv). ``train_batches`` (the training BatchDataset) is
+    re-planned at the start of every epoch.
     """
+
+    train_batches = None
 
     def init_optimizers(self) -> None:
         """Adam plus ReduceLROnPlateau on validation UA, both checkpointed."""
@@ -64,18 +58,26 @@ class EmotionBrain(sb.Brain):
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and attention weights for a batch."""
         batch = batch.to(self.device)
-        feats, lens = batch.feats
-        return self.modules.model(feats.permute(0, 2, 1, 3), lens, return_attention=True)
+        feats = batch.feats.permute(0, 2, 1, 3)  # (B, T, L, D) -> (B, L, T, D), still fp16
+        return self.modules.model(feats, batch.lengths, batch.speakers, return_attention=True)
 
     def compute_objectives(self, predictions: Any, batch: Any, stage: sb.Stage) -> torch.Tensor:
         """Cross-entropy (optionally class-weighted); collects predictions outside training."""
         logits, att = predictions
-        targets = batch.emotion_encoded.data.view(-1).to(self.device)
+        targets = batch.labels.to(self.device)
         weight = getattr(self.hparams, "class_weights", None)
-        loss = F.cross_entropy(logits, targets, weight=None if weight is None else weight.to(self.device))
+        smoothing = float(getattr(self.hparams, "label_smoothing", 0.0)) if stage == sb.Stage.TRAIN else 0.0
+        loss = F.cross_entropy(
+            logits, targets, weight=None if weight is None else weight.to(self.device), label_smoothing=smoothing
+        )
         if stage != sb.Stage.TRAIN:
             self.records.append(
-                (list(batch.id), targets.cpu(), torch.softmax(logits.detach(), -1).cpu(), att["channel"].detach().cpu())
+                (
+                    list(batch.ids),
+                    targets.cpu(),
+                    torch.softmax(logits.detach(), -1).cpu(),
+                    att["channel"].detach().cpu(),
+                )
             )
         return loss
 
@@ -83,6 +85,8 @@ class EmotionBrain(sb.Brain):
         """Reset collected predictions; reseed per epoch so a resumed run repeats the same randomness."""
         self.records: list[tuple] = []
         if stage == sb.Stage.TRAIN and epoch is not None:
+            if self.train_batches is not None:
+                self.train_batches.set_epoch(epoch)
             torch.manual_seed(int(self.hparams.seed) * 1000 + int(epoch))
             np.random.seed((int(self.hparams.seed) * 1000 + int(epoch)) % 2**32)
 
@@ -121,12 +125,13 @@ class EmotionBrain(sb.Brain):
                 for ckpt in self.checkpointer.list_checkpoints():
                     (ckpt.path / COMPLETE).touch()
         else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
-            )
+            if getattr(self.hparams, "train_logger", None) is not None:
+                self.hparams.train_logger.log_stats(
+                    stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+                )
             self.test_stats = stats
-            if if_main_process() and getattr(self.hparams, "predictions_file", None):
-                atomic_to_csv(self.predictions_frame(), self.hparams.predictions_file)
+            if if_main_process() and getattr(self.hparams, "predictions_dir", None):
+                write_predictions(self.hparams.predictions_dir, self.predictions_frame())
 
     def predictions_frame(self) -> pd.DataFrame:
         """Predictions of the collected utterances in the predictions.csv contract."""

@@ -14,92 +14,79 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from cta_rnn.brain import predictions_frame
+from cta_rnn.artifacts import encoder_differences, read_manifest, write_label_encoder, write_predictions
 from cta_rnn.checkpoint import load_fold_model
-from cta_rnn.data import normalise, speaker_stats
-from cta_rnn.io_utils import atomic_to_csv, atomic_write_text, read_manifest
+from cta_rnn.io_utils import atomic_write_text
 from cta_rnn.store import EmbeddingStore, StoreMismatchError
 
 logger = logging.getLogger("cta_rnn.cross_eval")
-IDENTITY = ("backend", "source", "revision", "input", "name")
 
 
-def check_same_encoder(source: dict, target: dict, where: str) -> None:
-    """Refuse a target store made by another encoder than the source models saw."""
-    diffs = [f"{k}: {source.get(k)!r} vs {target.get(k)!r}" for k in IDENTITY if source.get(k) != target.get(k)]
-    if diffs:
-        raise StoreMismatchError(f"{where}: target store encoder differs from the source models' ({'; '.join(diffs)})")
-
-
-@torch.no_grad()
-def predict_ids(
+def test_on_target(
     model: torch.nn.Module,
+    spec: dict,
     store: EmbeddingStore,
-    ids: Sequence[str],
+    rows: pd.DataFrame,
+    device: str = "cpu",
     batch_size: int = 16,
-    spk_of: dict[str, str] | None = None,
-    spk_stats: dict | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities (N, C) and channel attention (N, L) for store utterances, batched by length."""
-    order = sorted(range(len(ids)), key=lambda i: store.frames(ids[i]))
-    probs = torch.zeros(len(ids), model.num_classes)
-    chan = torch.zeros(len(ids), model.num_layers)
-    for b in tqdm(range(0, len(order), batch_size), desc="predict", disable=None, file=sys.stderr):
-        idx = order[b : b + batch_size]
-        feats = []
-        for i in idx:
-            x = store.get(ids[i])
-            if spk_stats is not None:
-                x = normalise(x, *spk_stats[spk_of[ids[i]]])
-            feats.append(x)
-        longest = max(x.shape[1] for x in feats)
-        batch = torch.zeros(len(feats), feats[0].shape[0], longest, feats[0].shape[2])
-        for j, x in enumerate(feats):
-            batch[j, :, : x.shape[1]] = x
-        lengths = torch.tensor([x.shape[1] / longest for x in feats])
-        logits, att = model(batch, lengths, return_attention=True)
-        probs[idx] = torch.softmax(logits, -1)
-        chan[idx] = att["channel"]
-    return probs, chan
+    cache: str = "auto",
+) -> pd.DataFrame:
+    """Predictions of a trained model on target utterances, through the test path of training (EmotionBrain).
+
+    Speaker-normalised models get the target speakers' own statistics (no labels used), as in training.
+    """
+    from cta_rnn.brain import EmotionBrain
+    from cta_rnn.data import eval_loader, speaker_stats
+    from cta_rnn.feature_cache import FeatureSource
+
+    source = FeatureSource(store, rows["ID"].tolist(), device, cache)
+    if model.normalizer.mode == "speaker":
+        model.normalizer.set_speakers(speaker_stats(source, rows, 200))
+    loader = eval_loader(source, rows, spec["labels"], model.normalizer, batch_size)
+    brain = EmotionBrain(
+        modules={"model": model},
+        hparams={"labels": spec["labels"], "layer_ids": spec["layers"]},
+        run_opts={"device": device},
+    )
+    brain.evaluate(loader, progressbar=False)
+    return brain.predictions_frame()
 
 
-def cross_evaluate(source_exp: Path, manifest: pd.DataFrame, store_dir: Path, out: Path, force: bool = False) -> int:
+def cross_evaluate(
+    source_exp: Path, manifest: pd.DataFrame, store_dir: Path, out: Path, force: bool = False, device: str = "cpu"
+) -> int:
     """Test every finished source fold model on the target; returns how many folds were (re)computed."""
     folds = sorted(p for p in source_exp.glob("fold*") if (p / "model.json").is_file())
     if not folds:
         raise FileNotFoundError(f"{source_exp}: no trained fold (fold*/model.json); train the source recipe first")
     done = 0
     for fold in folds:
-        dest = out / fold.name / "predictions.csv"
-        if dest.exists() and not force:
-            logger.info("%s exists: skipping", dest)
+        dest = out / fold.name
+        if (dest / "predictions.csv").exists() and not force:
+            logger.info("%s exists: skipping", dest / "predictions.csv")
             continue
-        model, spec = load_fold_model(fold)
+        model, spec = load_fold_model(fold, device)
         store = EmbeddingStore(store_dir, layers=spec["layers"])
-        check_same_encoder(spec["encoder"] or {}, store.meta.get("encoder") or {}, str(store_dir))
+        diffs = encoder_differences(spec.get("encoder"), store.meta.get("encoder"))
+        if diffs:
+            raise StoreMismatchError(
+                f"{store_dir}: target store encoder differs from the source models' ({'; '.join(diffs)})"
+            )
         unknown = sorted(set(manifest["emotion"].astype(str)) - set(spec["labels"]))
         if unknown:
             raise ValueError(f"target labels {unknown} are not in the source label set {spec['labels']}")
-        rows = manifest[manifest["ID"].isin(store.index.keys())]
-        stats = speaker_stats(store, rows) if spec["normalization"] == "speaker" else None
-        spk_of = dict(zip(rows["ID"], rows["speaker"].astype(str)))
-        probs, chan = predict_ids(model, store, rows["ID"].tolist(), spk_of=spk_of, spk_stats=stats)
-        frame = predictions_frame(
-            rows["ID"], rows["emotion"], probs.numpy(), chan.numpy(), spec["labels"], spec["layers"]
-        )
-        (out / fold.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(fold / "label_encoder.txt", out / fold.name / "label_encoder.txt")
-        atomic_to_csv(frame, dest)
-        logger.info("%s: %d target utterances -> %s", fold.name, len(frame), dest)
+        rows = manifest[manifest["ID"].isin(store.index.keys())].reset_index(drop=True)
+        frame = test_on_target(model, spec, store, rows, device)
+        write_label_encoder(dest / "label_encoder.txt", spec["labels"])
+        write_predictions(dest, frame)
+        logger.info("%s: %d target utterances -> %s", fold.name, len(frame), dest / "predictions.csv")
         done += 1
     return done
 
@@ -139,12 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--recipe_root", type=Path, default=Path("."), help="where RESULTS.md is collected")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--summary", default=None, help="also write this Markdown table (both directions + within)")
     p.add_argument("--corpora", default="IEMOCAP,MSP-IMPROV", help="recipes in the summary table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     manifest = read_manifest(args.target_manifest, required=("ID", "emotion", "speaker"))
-    cross_evaluate(args.source_exp, manifest, args.target_store, args.out, args.force)
+    cross_evaluate(args.source_exp, manifest, args.target_store, args.out, args.force, args.device)
     from cta_rnn.score import main as score_main
 
     rc = score_main(["--exp", str(args.out), "--recipe_root", str(args.recipe_root)])

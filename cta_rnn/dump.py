@@ -3,9 +3,11 @@
     python -m cta_rnn.dump --manifest data/manifest.csv --encoder hparams/encoder/whisper_tiny_en.yaml \
         --out dump/whisper_tiny_en [--device cuda] [--shard 0 --num_shards 4] [--on_error skip] [key=value ...]
 
-Resumable (finished utterances are never recomputed), idempotent (a finished store is skipped unless
-``--force``), refuses a store made by another encoder/layer set/manifest. ``key=value`` pairs override
-the encoder YAML (e.g. ``layers=0-4 input=trimmed``).
+Resumable (finished utterances are never recomputed), idempotent (a finished store whose index matches its
+shards is skipped unless ``--force``), refuses a store made with another identity (encoder, layers, input,
+dtype, frame_pool, --max_duration, manifest) naming the differing keys, and a second writer of the same rank.
+``key=value`` pairs override the encoder YAML (e.g. ``layers=0-4 input=trimmed frame_pool=2``).
+The encoder runs in the main thread; writes, crc32 and journal in a writer thread (see docs/store.md).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cta_rnn.artifacts import read_manifest
 from cta_rnn.audio import AudioError, load_audio
-from cta_rnn.io_utils import atomic_to_csv, read_manifest
-from cta_rnn.store import StoreWriter, finalize, is_complete, manifest_checksum
+from cta_rnn.io_utils import atomic_to_csv
+from cta_rnn.store import (
+    StoreError,
+    StoreLockedError,
+    StoreWriteError,
+    StoreWriter,
+    check_finished,
+    finalize,
+    held_locks,
+    is_complete,
+    manifest_checksum,
+)
 
 logger = logging.getLogger("cta_rnn.dump")
 
@@ -106,13 +122,14 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def store_meta(encoder: Any, checksum: str) -> dict[str, Any]:
-    """The identity a store is checked against."""
+def store_meta(encoder: Any, checksum: str, max_duration: float | None = None) -> dict[str, Any]:
+    """The identity a store is checked against: everything that changes the stored values."""
     return {
         "encoder": {**encoder.describe(), "name": getattr(encoder, "spec_name", None)},
         "layers": list(encoder.layers),
         "dim": int(encoder.dim),
         "frame_rate": float(encoder.frame_rate),
+        "max_duration": float(max_duration) if max_duration else None,
         "manifest_checksum": checksum,
     }
 
@@ -120,6 +137,107 @@ def store_meta(encoder: Any, checksum: str) -> dict[str, Any]:
 def iterate_batches(loader: DataLoader) -> Iterator[dict[str, Any]]:
     """Iterate a loader (a seam for tests)."""
     yield from loader
+
+
+@dataclass
+class StagedBatch:
+    """One encoded batch on its way to the disk: float16 host arrays, finiteness flags, copy-done event."""
+
+    ids: list[str]
+    arrays: list[torch.Tensor]
+    finite: torch.Tensor
+    ready: torch.cuda.Event | None = None
+
+
+def stage_batch(hidden: torch.Tensor, frames: Sequence[int], ids: list[str]) -> StagedBatch:
+    """Cast each utterance's valid frames to float16 and check them on the device, then start the copies to
+    (pinned) host memory without waiting for them; the writer thread waits on ``ready``."""
+    states = [hidden[i, :, :n].to(torch.float16).contiguous() for i, n in enumerate(frames)]
+    finite = torch.stack([torch.isfinite(h).all() for h in states])
+    if hidden.device.type != "cuda":
+        return StagedBatch(ids, states, finite)
+    flat = torch.empty(sum(h.numel() for h in states), dtype=torch.float16, pin_memory=True)
+    arrays, pos = [], 0
+    for h in states:
+        arrays.append(flat[pos : pos + h.numel()].view(h.shape).copy_(h, non_blocking=True))
+        pos += h.numel()
+    flags = torch.empty(finite.shape, dtype=torch.bool, pin_memory=True).copy_(finite, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return StagedBatch(ids, arrays, flags, ready)
+
+
+class WriterThread:
+    """Writes staged batches (data, crc32, journal) into a StoreWriter from a background thread.
+
+    The queue is bounded (``maxsize`` batches), so host memory stays bounded and the encoder only waits when
+    the disk is slower than the encoder. The first error in the thread is re-raised in the main thread by the
+    next :meth:`put` or when the context is left (StoreWriter errors name the store and the utterance); later
+    batches are dropped. Used as a context manager: on leaving, the batches already queued are written.
+    """
+
+    def __init__(self, writer: StoreWriter, maxsize: int = 4) -> None:
+        self.writer = writer
+        self.queue: queue.Queue[StagedBatch | None] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"store-writer-{writer.root.name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._write(item)
+                except BaseException as err:  # handed to the main thread
+                    self.error = err
+
+    def _write(self, item: StagedBatch) -> None:
+        if item.ready is not None:
+            item.ready.synchronize()
+        for uid, arr, ok in zip(item.ids, item.arrays, item.finite.tolist(), strict=True):
+            self.writer.add(uid, arr.numpy(), finite=ok)
+
+    def raise_error(self) -> None:
+        """Re-raise the writer thread's error, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def put(self, item: StagedBatch) -> None:
+        """Queue a batch (blocks while the queue is full); raises the thread's error if it failed."""
+        self.raise_error()
+        self.queue.put(item)
+
+    def __enter__(self) -> WriterThread:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if exc_type is None:
+            self.raise_error()
+
+
+def encode_batch(encoder: Any, batch: dict[str, Any], device: str) -> tuple[torch.Tensor, list[int]]:
+    """Run the encoder on one collated batch: (B, layers, T, D) states on the device and valid frame counts."""
+    wavs = batch["wavs"].to(device, non_blocking=True)
+    hidden, frames = encoder.encode(wavs, batch["lengths"])
+    return hidden, [int(n) for n in frames.tolist()]
+
+
+def make_loader(
+    todo: pd.DataFrame, encoder: Any, batch_seconds: float, num_workers: int, device: str, max_duration: float | None
+) -> DataLoader:
+    """Audio loading in worker processes, batched by duration (longest first)."""
+    dataset = AudioDataset(todo, encoder.sample_rate, max_duration)
+    durs = [min(d, max_duration) if max_duration else d for d in todo["duration"].astype(float)]
+    return DataLoader(
+        dataset,
+        batch_sampler=duration_batches(durs, batch_seconds),
+        collate_fn=collate,
+        num_workers=num_workers,
+        prefetch_factor=4 if num_workers else None,
+        pin_memory=torch.device(device).type == "cuda",
+    )
 
 
 def dump(
@@ -135,11 +253,18 @@ def dump(
     on_error: str = "fail",
     max_duration: float | None = None,
     shard_bytes: int = 2**30,
+    queue_batches: int = 4,
 ) -> dict[str, Any]:
-    """Encode the manifest rows of this shard into the store at ``out_dir``; returns a summary dict."""
+    """Encode the manifest rows of this shard into the store at ``out_dir``; returns a summary dict.
+
+    The encoder runs in this thread; float16 conversion and finiteness checks run on its device, and the
+    writes, checksums and journal in a :class:`WriterThread` behind a queue of ``queue_batches`` batches.
+    """
     out_dir = Path(out_dir)
+    if manifest.empty:
+        raise ValueError(f"{out_dir}: the manifest has no utterances: nothing to dump")
     checksum = manifest_checksum(manifest["ID"], manifest["duration"])
-    meta = store_meta(encoder, checksum)
+    meta = store_meta(encoder, checksum, max_duration)
     order = manifest.sort_values("duration", ascending=False, kind="stable")
     mine = order.iloc[shard::num_shards]
     summary = {"utterances": len(mine), "encoded": 0, "skipped": 0, "audio_s": 0.0, "wall_s": 0.0}
@@ -149,46 +274,45 @@ def dump(
         summary["already_done"] = len(mine) - len(todo)
         if len(todo):
             logger.info("encoding %d utterances (%d already in the store)", len(todo), summary["already_done"])
-        dataset = AudioDataset(todo, encoder.sample_rate, max_duration)
-        durs = [min(d, max_duration) if max_duration else d for d in todo["duration"].astype(float)]
-        loader = DataLoader(
-            dataset,
-            batch_sampler=duration_batches(durs, batch_seconds),
-            collate_fn=collate,
-            num_workers=num_workers,
-            prefetch_factor=4 if num_workers else None,
-        )
+        loader = make_loader(todo, encoder, batch_seconds, num_workers, device, max_duration)
         start = time.perf_counter()
         bar = tqdm(total=len(todo), unit="utt", desc=f"dump {out_dir.name}", disable=None, file=sys.stderr)
-        for batch in iterate_batches(loader):
-            for uid, err in batch["errors"]:
-                if on_error != "skip":
-                    raise AudioError(uid, err)
-                logger.warning("skipping %s", err)
-                skipped.append({"ID": uid, "reason": err})
-            if batch["ids"]:
-                hidden, frames = encoder.encode(batch["wavs"].to(device), batch["lengths"].to(device))
-                hidden = hidden.float().cpu()
-                for i, uid in enumerate(batch["ids"]):
-                    writer.add(uid, hidden[i, :, : int(frames[i])])
-                summary["encoded"] += len(batch["ids"])
-                summary["audio_s"] += sum(batch["samples"]) / encoder.sample_rate
-            bar.update(len(batch["ids"]) + len(batch["errors"]))
-            wall = time.perf_counter() - start
-            bar.set_postfix(rtf=f"{wall / max(summary['audio_s'], 1e-9):.3f}")
+        with WriterThread(writer, queue_batches) as sink:
+            for batch in iterate_batches(loader):
+                skipped += audio_errors(batch, on_error)
+                if batch["ids"]:
+                    hidden, frames = encode_batch(encoder, batch, device)
+                    sink.put(stage_batch(hidden, frames, batch["ids"]))
+                    summary["encoded"] += len(batch["ids"])
+                    summary["audio_s"] += sum(batch["samples"]) / encoder.sample_rate
+                bar.update(len(batch["ids"]) + len(batch["errors"]))
+                bar.set_postfix(rtf=f"{(time.perf_counter() - start) / max(summary['audio_s'], 1e-9):.3f}")
         bar.close()
         summary["wall_s"] = time.perf_counter() - start
     summary["skipped"] = len(skipped)
     if skipped:
-        prev = out_dir / f"skipped_r{shard}.csv"
-        old = (
-            pd.read_csv(prev, dtype=str, keep_default_na=False)
-            if prev.exists()
-            else pd.DataFrame(columns=["ID", "reason"])
-        )
-        atomic_to_csv(pd.concat([old, pd.DataFrame(skipped)]).drop_duplicates("ID"), prev)
+        write_skipped(out_dir / f"skipped_r{shard}.csv", skipped)
     (out_dir / f"rank{shard}.done").write_text(f"{num_shards}\n")
     return summary
+
+
+def audio_errors(batch: dict[str, Any], on_error: str) -> list[dict[str, str]]:
+    """The batch's unreadable files: raise on the first (``fail``) or return them to list (``skip``)."""
+    skipped = []
+    for uid, err in batch["errors"]:
+        if on_error != "skip":
+            raise AudioError(uid, err)
+        logger.warning("skipping %s", err)
+        skipped.append({"ID": uid, "reason": err})
+    return skipped
+
+
+def write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
+    """Add skipped utterances to this rank's list (an earlier run's entries are kept)."""
+    old = (
+        pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=["ID", "reason"])
+    )
+    atomic_to_csv(pd.concat([old, pd.DataFrame(skipped)]).drop_duplicates("ID"), path)
 
 
 def skipped_ids(out_dir: str | os.PathLike) -> list[str]:
@@ -229,41 +353,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m cta_rnn.dump`` / ``cta-rnn dump``."""
-    args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    shard = args.shard if args.shard is not None else int(os.environ.get("RANK", 0))
-    num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
-    out.mkdir(parents=True, exist_ok=True)
+def remove_store(out: Path) -> None:
+    """Delete a store's files (``--force``), refusing while a live process writes any rank of it."""
+    holders = held_locks(out)
+    if holders:
+        who = ", ".join(f"rank {rank} by pid {pid}" for rank, pid in holders)
+        raise StoreLockedError(f"{out}: not deleted: the store is being written ({who}); stop that dump first")
+    for child in ("shards", "index.csv", "DONE", "meta.json"):
+        path = out / child
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for pattern in ("journal_r*.jsonl", "rank*.done", "skipped_r*.csv"):
+        for path in out.glob(pattern):
+            path.unlink()
+
+
+def setup_logging(out: Path) -> None:
+    """Log to stderr and to ``<out>/log.txt``."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(out / "log.txt")],
     )
-    manifest = read_manifest(args.manifest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m cta_rnn.dump`` / ``cta-rnn dump``; store problems end in one line."""
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out)
+    try:
+        return run(args, out)
+    except (StoreError, StoreWriteError) as err:
+        logger.error("%s", err)
+        raise SystemExit(f"cta-rnn dump: {err}") from None
+
+
+def run(args: argparse.Namespace, out: Path) -> int:
+    """The dump command after argument parsing."""
+    shard = args.shard if args.shard is not None else int(os.environ.get("RANK", 0))
+    num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        manifest = read_manifest(args.manifest)
+    except pd.errors.EmptyDataError:
+        manifest = pd.DataFrame()
+    if manifest.empty:
+        raise SystemExit(f"cta-rnn dump: {args.manifest}: the manifest has no utterances: nothing to dump")
     if args.merge:
         return 0 if maybe_finalize(manifest, out, num_shards) else 1
-    if is_complete(out) and not args.force:
-        from cta_rnn.store import EmbeddingStore
-
-        name, _ = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
-        store = EmbeddingStore(out)
-        checksum = manifest_checksum(manifest["ID"], manifest["duration"])
-        if store.meta["manifest_checksum"] != checksum or store.meta["encoder"].get("name") != name:
-            raise SystemExit(
-                f"{out}: a finished store for another manifest or encoder is there "
-                f"({store.meta['encoder'].get('name')}); use another --out or --force"
-            )
-        logger.info("%s is complete (%d utterances): skipping (use --force to redo)", out, len(store))
-        return 0
-    if args.force and out.exists() and shard == 0:
-        for child in ("shards", "index.csv", "DONE", "meta.json"):
-            path = out / child
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        for pattern in ("journal_r*.jsonl", "rank*.done", "skipped_r*.csv"):
-            for path in out.glob(pattern):
-                path.unlink()
+    if args.force and shard == 0:
+        remove_store(out)
     if args.threads:
         torch.set_num_threads(args.threads)
     from cta_rnn.encoders import build_encoder
@@ -271,6 +410,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
     encoder = build_encoder(spec, device=args.device)
     encoder.spec_name = name
+    if is_complete(out) and not args.force:
+        meta = store_meta(encoder, manifest_checksum(manifest["ID"], manifest["duration"]), args.max_duration)
+        store = check_finished(out, meta)
+        logger.info(
+            "%s is complete (%d utterances, index matches its shards): skipping (--force redoes it)", out, len(store)
+        )
+        return 0
     (out / f"rank{shard}.done").unlink(missing_ok=True)
     summary = dump(
         manifest,

@@ -1,18 +1,14 @@
-"""Small I/O helpers shared by every stage: atomic writes and the manifest contract."""
+"""Atomic writes shared by every stage (the files themselves are owned by cta_rnn.artifacts)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-MANIFEST_COLUMNS = ("ID", "wav", "duration", "emotion", "speaker", "session", "gender")
-"""Columns every corpus manifest has (corpora may add dialog, condition, text, ...)."""
 
 
 def _umask() -> int:
@@ -47,18 +43,3 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_to_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Atomically write a DataFrame as CSV without the index."""
     atomic_write_text(path, df.to_csv(index=False))
-
-
-def read_manifest(path: str | os.PathLike, required: Iterable[str] = ("ID", "wav", "duration")) -> pd.DataFrame:
-    """Read a manifest CSV, checking required columns and unique IDs; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found")
-    df = pd.read_csv(path, dtype={"ID": str, "speaker": str, "session": str}, keep_default_na=False)
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
-    dup = df["ID"][df["ID"].duplicated()].tolist()
-    if dup:
-        raise ValueError(f"{path}: duplicate IDs {dup[:5]}{' ...' if len(dup) > 5 else ''}")
-    return df

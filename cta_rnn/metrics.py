@@ -15,9 +15,8 @@ Definitions (all values are fractions in [0, 1]; tables multiply by 100):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, recall_score
@@ -140,88 +139,3 @@ def aggregate_folds(per_fold: Sequence[dict[str, Any]], keys: Sequence[str] = SC
         out["confusion"] = np.sum(mats, axis=0).tolist()
     out["ddof"] = ddof
     return out
-
-
-class EmotionStats:
-    """SpeechBrain-style accumulator of utterance-level predictions (``MetricStats`` interface).
-
-    ``labels`` maps class index -> name; ``append`` accepts indices (tensors, arrays or lists, any
-    shape that flattens to one value per id, e.g. SpeechBrain's (batch, 1) targets) and optional
-    (batch, classes) probabilities. ``summarize()`` returns ``{"wa", "ua", "macro_f1", "n"}``.
-    """
-
-    def __init__(self, labels: Sequence[str]) -> None:
-        self.labels = [str(lab) for lab in labels]
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget everything appended so far."""
-        self.ids: list[str] = []
-        self.predict: list[int] = []
-        self.target: list[int] = []
-        self.probs: list[list[float]] = []
-        self.summary: dict[str, Any] = {}
-
-    def append(self, ids: Sequence[str], predict: Any, target: Any, probs: Any = None) -> None:
-        """Store one batch: ids, predicted and true class indices, optional class probabilities."""
-        p, t = _to_list(predict), _to_list(target)
-        if not len(ids) == len(p) == len(t):
-            raise ValueError(f"batch sizes differ: {len(ids)} ids, {len(p)} predictions, {len(t)} targets")
-        if probs is not None:
-            if hasattr(probs, "detach"):
-                probs = probs.detach().float().cpu().numpy()
-            probs = np.asarray(probs, dtype=float).reshape(len(ids), -1)
-            if probs.shape[1] != len(self.labels):
-                raise ValueError(f"probs have {probs.shape[1]} columns for {len(self.labels)} labels")
-            self.probs.extend(probs.tolist())
-        elif self.probs:
-            raise ValueError("probs given for earlier batches but not for this one")
-        self.ids.extend(str(i) for i in ids)
-        self.predict.extend(p)
-        self.target.extend(t)
-
-    def summarize(self, field: str | None = None) -> dict[str, Any] | float:
-        """Scores over everything appended: ``{"wa", "ua", "macro_f1", "n"}``, or one field of it."""
-        idx = list(range(len(self.labels)))
-        self.summary = {
-            "wa": weighted_accuracy(self.target, self.predict),
-            "ua": unweighted_accuracy(self.target, self.predict, idx),
-            "macro_f1": macro_f1(self.target, self.predict, idx),
-            "n": len(self.ids),
-        }
-        return self.summary if field is None else self.summary[field]
-
-    def confusion(self) -> np.ndarray:
-        """Confusion matrix (rows true, columns predicted) in label-index order."""
-        return confusion(self.target, self.predict, list(range(len(self.labels))))
-
-    def write_stats(self, filestream: IO[str], verbose: bool = False) -> None:
-        """Write the summary, per-class recall and confusion matrix as text (``verbose`` also prints)."""
-        s = self.summarize()
-        rec = per_class_recall(self.target, self.predict, list(range(len(self.labels))))
-        lines = [f"n: {s['n']}  WA: {100 * s['wa']:.2f}%  UA: {100 * s['ua']:.2f}%  F1: {100 * s['macro_f1']:.2f}%"]
-        lines.append("recall: " + "  ".join(f"{lab}: {_pct(rec[i])}" for i, lab in enumerate(self.labels)))
-        width = max(6, *(len(lab) for lab in self.labels))
-        lines.append("confusion (rows true, columns predicted):")
-        lines.append(" " * width + "".join(f"{lab:>{width}}" for lab in self.labels))
-        for lab, row in zip(self.labels, self.confusion()):
-            lines.append(f"{lab:>{width}}" + "".join(f"{v:>{width}d}" for v in row))
-        text = "\n".join(lines) + "\n"
-        filestream.write(text)
-        if verbose:
-            print(text, end="")
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """Rows in the ``predictions.csv`` contract: ID, true, predicted, prob_<label> (if probs were given)."""
-        rows = []
-        for k, (uid, t, p) in enumerate(zip(self.ids, self.target, self.predict)):
-            row: dict[str, Any] = {"ID": uid, "true": self.labels[t], "predicted": self.labels[p]}
-            if self.probs:
-                row.update({f"prob_{lab}": self.probs[k][j] for j, lab in enumerate(self.labels)})
-            rows.append(row)
-        return rows
-
-
-def _pct(x: float | None) -> str:
-    """A fraction as a percentage with 2 decimals, or 'n/a'."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"

@@ -10,27 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cta_rnn.attention import ChannelAttention, LayerFusion, TemporalAttention
 from cta_rnn.masking import frame_counts, length_mask, masked_mean
-
-
-class LayerNormalizer(nn.Module):
-    """Standardise every (layer, dim) with statistics from the training data, kept as buffers.
-
-    Identity until :meth:`set_stats` is called (mean 0, std 1), so a model is usable before that.
-    """
-
-    def __init__(self, num_layers: int, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(num_layers, dim))
-        self.register_buffer("std", torch.ones(num_layers, dim))
-
-    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Install (layers, dim) mean and std (std floored at 1e-5)."""
-        self.mean.copy_(mean)
-        self.std.copy_(std.clamp(min=1e-5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, T, D) -> standardised."""
-        return (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]
+from cta_rnn.normalisation import FeatureNormalizer
 
 
 class Classifier(nn.Sequential):
@@ -57,7 +37,7 @@ class CTARNN(nn.Module):
         pooling: "attention" (temporal attention) | "mean" (masked mean).
         input_proj: optional linear projection of the fused features before the RNN (0 = none).
         dropout: dropout on RNN outputs and in the classifier.
-        normalize: standardise inputs with training-set statistics (see LayerNormalizer).
+        normalization: "global" | "speaker" | "none" (see cta_rnn.normalisation.FeatureNormalizer).
         temporal_pool: average every k fused frames (masked) before the RNN: 50 Hz -> 25 Hz with 2.
     """
 
@@ -78,7 +58,7 @@ class CTARNN(nn.Module):
         classifier_hidden: int = 128,
         dropout: float = 0.25,
         activation: str = "relu",
-        normalize: bool = True,
+        normalization: str = "global",
         temporal_pool: int = 1,
     ) -> None:
         super().__init__()
@@ -86,7 +66,7 @@ class CTARNN(nn.Module):
         if pooling not in ("attention", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}: use attention or mean")
         self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
-        self.normalizer = LayerNormalizer(num_layers, input_dim) if normalize else None
+        self.normalizer = FeatureNormalizer(num_layers, input_dim, normalization)
         self.channel = ChannelAttention(num_layers, input_dim, reduction, feature_gate) if channel_attention else None
         self.fusion = LayerFusion(num_layers, fusion)
         feat = input_dim
@@ -110,16 +90,19 @@ class CTARNN(nn.Module):
         self.classifier = Classifier(feat, num_classes, classifier_hidden, dropout, activation)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        speaker_idx: torch.Tensor | None = None,
+        return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """x (B, L, T, D), lengths (B,) relative -> logits (B, C) [, {"channel": (B, L), "temporal": (B, T)}]."""
-        if x.dim() != 4 or x.shape[1] != self.num_layers or x.shape[3] != self.input_dim:
-            raise ValueError(f"expected (batch, {self.num_layers}, frames, {self.input_dim}), got {tuple(x.shape)}")
+        """x (B, L, T, D) of any float dtype, lengths (B,) relative, speaker_idx (B,) rows of the normaliser's
+        speaker table (None or -1: the average training speaker) -> logits (B, C)
+        [, {"channel": (B, L), "temporal": (B, T)}]."""
+        check_input(x, self.num_layers, self.input_dim)
         batch, _, frames, _ = x.shape
         mask = length_mask(lengths, frames)
-        x = x.float()
-        if self.normalizer is not None:
-            x = self.normalizer(x)
+        x = self.normalizer(x.float(), speaker_idx)
         x = x * mask[:, None, :, None]
         att: dict[str, torch.Tensor] = {}
         if self.channel is not None:
@@ -172,36 +155,49 @@ def unpool_weights(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class RNNMeanPool(CTARNN):
-    """Baseline: uniform average of the given layers (one layer = single-layer model) -> BiLSTM -> mean pooling."""
+    """Baseline: uniform average of the given layers (one layer = single-layer model) -> BiLSTM -> mean pooling.
+
+    Takes CTARNN's keyword arguments except the three that define it (channel_attention, fusion, pooling).
+    """
+
+    FIXED = {"channel_attention": False, "fusion": "mean", "pooling": "mean"}
 
     def __init__(self, num_layers: int, input_dim: int, num_classes: int = 4, **kwargs: Any) -> None:
-        kwargs.update(channel_attention=False, fusion="mean", pooling="mean")
-        super().__init__(num_layers, input_dim, num_classes, **kwargs)
+        clash = sorted(k for k in self.FIXED if k in kwargs)
+        if clash:
+            raise TypeError(f"RNNMeanPool fixes {clash} (channel_attention=False, fusion=mean, pooling=mean)")
+        super().__init__(num_layers, input_dim, num_classes, **kwargs, **self.FIXED)
 
 
 class WeightedSumPool(nn.Module):
     """SUPERB baseline: softmax-normalised learnable weights over layers -> projection -> mean pooling -> linear."""
 
     def __init__(
-        self, num_layers: int, input_dim: int, num_classes: int = 4, proj_dim: int = 256, normalize: bool = True
+        self,
+        num_layers: int,
+        input_dim: int,
+        num_classes: int = 4,
+        proj_dim: int = 256,
+        normalization: str = "global",
     ) -> None:
         super().__init__()
         self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
-        self.normalizer = LayerNormalizer(num_layers, input_dim) if normalize else None
+        self.normalizer = FeatureNormalizer(num_layers, input_dim, normalization)
         self.layer_logits = nn.Parameter(torch.zeros(num_layers))
         self.proj = nn.Linear(input_dim, proj_dim)
         self.out = nn.Linear(proj_dim, num_classes)
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, return_attention: bool = False
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        speaker_idx: torch.Tensor | None = None,
+        return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Same contract as CTARNN.forward; "channel" holds the softmax layer weights."""
-        if x.dim() != 4 or x.shape[1] != self.num_layers or x.shape[3] != self.input_dim:
-            raise ValueError(f"expected (batch, {self.num_layers}, frames, {self.input_dim}), got {tuple(x.shape)}")
+        check_input(x, self.num_layers, self.input_dim)
         mask = length_mask(lengths, x.shape[2])
-        x = x.float()
-        if self.normalizer is not None:
-            x = self.normalizer(x)
+        x = self.normalizer(x.float(), speaker_idx)
         weights = torch.softmax(self.layer_logits, dim=0)
         h = self.proj(torch.einsum("bltd,l->btd", x, weights))
         logits = self.out(masked_mean(h, mask[:, :, None], dim=1))
@@ -212,3 +208,40 @@ class WeightedSumPool(nn.Module):
             "temporal": mask.float() / mask.float().sum(1, keepdim=True),
         }
         return logits, att
+
+
+MODEL_CLASSES = {"CTARNN": CTARNN, "RNNMeanPool": RNNMeanPool, "WeightedSumPool": WeightedSumPool}
+
+
+def check_input(x: torch.Tensor, num_layers: int, dim: int) -> None:
+    """Raise a clear error unless x is (batch, num_layers, frames, dim)."""
+    if x.dim() != 4 or x.shape[1] != num_layers or x.shape[3] != dim:
+        raise ValueError(f"expected (batch, {num_layers}, frames, {dim}), got {tuple(x.shape)}")
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """The model a ``model.json`` spec describes (model_class, model_kwargs, normalization, labels, num_layers, dim).
+
+    Unknown ``model_kwargs`` for the class are an error naming the class and the keys it takes.
+    """
+    name = spec["model_class"]
+    cls = MODEL_CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown model_class {name!r}: use one of {sorted(MODEL_CLASSES)}")
+    kwargs = dict(spec.get("model_kwargs") or {})
+    try:
+        return cls(
+            int(spec["num_layers"]),
+            int(spec["dim"]),
+            len(spec["labels"]),
+            normalization=spec.get("normalization", "global"),
+            **kwargs,
+        )
+    except TypeError as err:
+        import inspect
+
+        params = inspect.signature(CTARNN if cls is RNNMeanPool else cls).parameters
+        allowed = sorted(set(params) - {"self", "num_layers", "input_dim", "num_classes", "normalization"})
+        if cls is RNNMeanPool:
+            allowed = sorted(set(allowed) - set(RNNMeanPool.FIXED))
+        raise ValueError(f"model_kwargs {sorted(kwargs)} do not fit {name} ({err}); it takes {allowed}") from None

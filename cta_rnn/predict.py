@@ -81,7 +81,7 @@ def predict_files(
                 piece.numpy(),
                 sr,
                 out["temporal"][0, : int(out["frames"][0])].numpy(),
-                float(rec.spec["frame_rate"]),
+                float(rec.hparams.frame_rate),
                 plot_dir / name,
                 title=f"{Path(f).name}: {out['labels'][0]}",
             )

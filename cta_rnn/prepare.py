@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from cta_rnn.artifacts import MANIFEST_COLUMNS, read_manifest
 from cta_rnn.corpora.custom import prepare_custom
 from cta_rnn.corpora.folds import ALL_PROTOCOLS, PROTOCOLS, make_folds, write_folds
 from cta_rnn.corpora.iemocap import prepare_iemocap
 from cta_rnn.corpora.msp_improv import prepare_msp_improv
-from cta_rnn.io_utils import MANIFEST_COLUMNS, atomic_to_csv, atomic_write_json, read_manifest
+from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
 
 
 def prepare_from_manifest(root: str | Path, allow_partial: bool = False, conditions=None, log=print) -> pd.DataFrame:
@@ -65,8 +66,7 @@ def prepare(
     manifest = PREPARERS[corpus](root, allow_partial=allow_partial, conditions=conditions, log=log)
     if manifest.empty:
         raise ValueError(f"{corpus}: no utterance kept from {root}")
-    for p in protocols:  # fail before writing anything
-        make_folds(manifest, p)
+    folds = {p: make_folds(manifest, p) for p in protocols}  # fail before writing anything
     out = Path(out)
     atomic_to_csv(manifest, out / "manifest.csv")
     atomic_write_json(
@@ -83,7 +83,7 @@ def prepare(
     )
     log(f"{corpus}: wrote {out / 'manifest.csv'} ({len(manifest)} utterances)")
     for p in protocols:
-        write_folds(manifest, p, out, log=log)
+        write_folds(manifest, p, out, log=log, made=folds[p])
     return manifest
 
 

@@ -14,14 +14,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .artifacts import encoder_name
 from .io_utils import atomic_write_text
 
 PAPER_ROW = "CTA-RNN (paper, Chen & Zhang 2022)"
 """The reference row, left for a person to fill in from the paper (no number is invented here)."""
 
 TO_FILL = "_to fill from paper_"
-NAME_KEYS = ("source", "hub", "id", "name", "backend")
-"""Encoder-identity keys, by preference; a key matches if it contains one (``encoder_source``, ``hub_id``)."""
 VERSIONED_PACKAGES = ("torch", "torchaudio", "speechbrain", "transformers", "scikit-learn", "numpy")
 
 
@@ -41,13 +40,8 @@ def folds_cell(res: dict[str, Any]) -> str:
 
 
 def encoder_cell(enc: dict[str, Any] | None) -> str:
-    """Short encoder identity ``source@revision`` (or whatever fields are known), '—' if unknown."""
-    if not enc:
-        return "—"
-    keys = sorted(enc, key=lambda k: (next((i for i, w in enumerate(NAME_KEYS) if w in k), 99), k))
-    name = next((str(enc[k]) for k in keys if any(w in k for w in NAME_KEYS) and enc[k]), "?")
-    rev = next((enc[k] for k in sorted(enc) if "revision" in k and enc[k]), None)
-    return f"{name}@{rev}" if rev else name
+    """Short encoder identity for the table (see artifacts.encoder_name)."""
+    return encoder_name(enc)
 
 
 def _git(root: Path, *args: str) -> str | None:

@@ -15,7 +15,6 @@ files (RESULTS.md differs only in its date line).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import re
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .artifacts import PREDICTIONS, read_encoder_json, read_folds_list, read_label_encoder, read_predictions
 from .io_utils import atomic_to_csv, atomic_write_json, atomic_write_text
 from .metrics import SCORE_KEYS, aggregate_folds, classification_scores
 from .plots import plot_channel_attention, plot_confusion, plot_layer_sweep
@@ -34,42 +34,17 @@ from .results_md import fmt_pct, write_results_md
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions.csv"
 LABEL_ENCODER = "label_encoder.txt"
 FOLD_DIR = re.compile(r"^fold(\d+)$")
 ATT_COL = re.compile(r"^att_layer(\d+)$")
-ENCODER_KEY = re.compile(r"^([A-Za-z_]*(?:encoder|revision|source)[A-Za-z_]*)\s*:\s*([^!#\s][^#]*?)\s*$")
 
-__all__ = ["collect_layer_sweep", "main", "read_label_encoder", "score_experiment", "score_fold", "write_results_md"]
-
-
-def read_label_encoder(path: str | Path) -> list[str]:
-    """Labels in index order from a SpeechBrain CategoricalEncoder file (``'neu' => 0`` lines)."""
-    pairs = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.startswith("="):
-            break
-        if "=>" in line:
-            lab, idx = line.rsplit("=>", 1)
-            pairs.append((int(idx), str(ast.literal_eval(lab.strip()))))
-    if not pairs:
-        raise ValueError(f"{path}: no 'label' => index lines")
-    return [lab for _, lab in sorted(pairs)]
+__all__ = ["collect_layer_sweep", "main", "score_experiment", "score_fold", "write_results_md"]
 
 
 def expected_fold_list(exp_dir: Path, expected: int | Sequence[int] | None) -> list[int] | None:
-    """Expected fold numbers from the argument (K -> 1..K, or a list), else ``exp_dir/folds.json``, else None.
-
-    ``folds.json`` may hold an int, a list of fold numbers, or a dict with ``folds`` (list, int or dict
-    keyed by fold) or ``num_folds`` / ``expected_folds``.
-    """
-    if expected is None and (exp_dir / "folds.json").is_file():
-        spec = json.loads((exp_dir / "folds.json").read_text(encoding="utf-8"))
-        if isinstance(spec, dict):
-            spec = next((spec[k] for k in ("folds", "num_folds", "expected_folds", "n_folds") if k in spec), None)
-        expected = list(spec) if isinstance(spec, dict) else spec
+    """Expected fold numbers from the argument (K -> 1..K, or a list), else the experiment's folds.json, else None."""
     if expected is None:
-        return None
+        return read_folds_list(exp_dir)
     if isinstance(expected, int):
         return list(range(1, expected + 1))
     return sorted(int(k) for k in expected)
@@ -97,21 +72,6 @@ def fold_labels(fold_dir: Path, df: pd.DataFrame) -> list[str]:
     return probs or sorted(set(df["true"]) | set(df["predicted"]))
 
 
-def read_predictions(fold_dir: Path) -> pd.DataFrame:
-    """A fold's predictions.csv, checked for the contract's columns and unique IDs."""
-    path = fold_dir / PREDICTIONS
-    df = pd.read_csv(path, dtype={"ID": str, "true": str, "predicted": str}, keep_default_na=False)
-    missing = [c for c in ("ID", "true", "predicted") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
-    if df.empty:
-        raise ValueError(f"{path}: no predictions")
-    dup = df["ID"][df["ID"].duplicated()].tolist()
-    if dup:
-        raise ValueError(f"{path}: duplicate IDs {dup[:5]}")
-    return df
-
-
 def attention_matrix(df: pd.DataFrame) -> np.ndarray | None:
     """(N, L) channel attention from the ``att_layer<j>`` columns (ordered by j), or None."""
     cols = sorted((int(m[1]), c) for c in df.columns if (m := ATT_COL.match(c)))
@@ -133,21 +93,6 @@ def score_fold(fold_dir: str | Path, labels: Sequence[str] | None = None) -> tup
     scores = {"fold": int(m[1]) if m else fold_dir.name}
     scores.update(classification_scores(df["true"].tolist(), df["predicted"].tolist(), labels))
     return scores, df
-
-
-def encoder_info(exp_dir: Path, fold_dirs: Sequence[Path]) -> dict[str, Any] | None:
-    """Encoder identity from ``exp_dir/encoder.json``, else encoder/source/revision scalars of a fold's hyperparams."""
-    if (exp_dir / "encoder.json").is_file():
-        return json.loads((exp_dir / "encoder.json").read_text(encoding="utf-8"))
-    for d in fold_dirs:
-        hp = d / "hyperparams.yaml"
-        if hp.is_file():
-            found = dict(
-                m.groups() for line in hp.read_text(encoding="utf-8").splitlines() if (m := ENCODER_KEY.match(line))
-            )
-            if found:
-                return {k: v.strip("'\"") for k, v in found.items()}
-    return None
 
 
 def _round(obj: Any, nd: int = 6) -> Any:
@@ -206,7 +151,7 @@ def score_experiment(
             "confusion": agg["confusion"],
             "pooled": {k: pooled_scores[k] for k in ("n", "wa", "ua", "macro_f1", "recall")},
             "per_fold": per_fold,
-            "encoder": encoder_info(exp_dir, list(done.values())),
+            "encoder": read_encoder_json(exp_dir),
         }
     )
     if write:
@@ -347,10 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no_results_md", action="store_true", help="do not regenerate RESULTS.md")
     ap.add_argument("--sweep", nargs="+", default=[], metavar="LAYER=EXP_DIR", help="single-layer sweep points")
     ap.add_argument("--sweep_png", default="exp/layer_sweep.png", help="output of the layer sweep plot")
+    ap.add_argument("--paired", nargs="+", default=[], metavar="EXP", help="reference experiment, then variants")
+    ap.add_argument("--paired_out", default="exp/ablations", help="<stem>.md/.csv/.json of --paired")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    if not args.exp and not args.sweep:
-        ap.error("give --exp and/or --sweep")
+    if not args.exp and not args.sweep and not args.paired:
+        ap.error("give --exp, --sweep and/or --paired")
+    if len(args.paired) == 1:
+        ap.error("--paired needs a reference experiment and at least one variant")
     roots = set()
     for exp in map(Path, args.exp):
         res = score_experiment(exp, args.expected_folds, args.require_complete)
@@ -372,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sweep:
         points = collect_layer_sweep(_parse_sweep(args.sweep), args.sweep_png)
         print(f"layer sweep ({len(points)} layers) -> {args.sweep_png}")
+    if args.paired:
+        from .paired import write_paired
+
+        print(write_paired(Path(args.paired[0]), [Path(p) for p in args.paired[1:]], Path(args.paired_out)))
     if not args.no_results_md:
         for root in sorted(roots):
             print(f"wrote {write_results_md(root)}")

@@ -11,6 +11,7 @@ A finished fold (``test_results.json`` present) is skipped unless ``--force=True
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,11 +21,12 @@ import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from cta_rnn import models
-from cta_rnn.data import dataset_stats, make_datasets, make_label_encoder, read_fold, speaker_stats
-from cta_rnn.io_utils import atomic_write_json
+from cta_rnn.artifacts import ensure_label_encoder, read_test_results, write_model_spec, write_test_results
+from cta_rnn.data import fit_normalizer, make_loaders, read_fold
+from cta_rnn.feature_cache import FeatureSource
+from cta_rnn.models import build_model
 from cta_rnn.store import EmbeddingStore
 
 logger = logging.getLogger("cta_rnn.train")
@@ -44,10 +46,16 @@ def split_conf_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def merge_overrides(conf_files: Sequence[str], cli_overrides: str | dict | None) -> dict[str, Any]:
-    """Override files in order, then command-line overrides; nested dicts (model_kwargs) merge key by key."""
+    """Override files in order, then command-line overrides; nested dicts (model_kwargs) merge key by key.
+
+    A file with ``model_kwargs_replace: True`` (a model of another family, e.g. SUPERB's WeightedSumPool)
+    starts ``model_kwargs`` afresh instead of merging into the keys set before it.
+    """
     merged: dict[str, Any] = {}
 
     def update(dst: dict, src: dict) -> None:
+        if src.get("model_kwargs_replace"):
+            dst["model_kwargs"] = {}
         for k, v in src.items():
             if isinstance(v, dict) and isinstance(dst.get(k), dict):
                 update(dst[k], v)
@@ -63,20 +71,8 @@ def merge_overrides(conf_files: Sequence[str], cli_overrides: str | dict | None)
     return merged
 
 
-def build_model(hparams: dict[str, Any], num_layers: int, dim: int) -> torch.nn.Module:
-    """Instantiate ``model_class`` from cta_rnn.models with the store's shape."""
-    cls = getattr(models, hparams["model_class"], None)
-    if cls is None:
-        raise ValueError(f"unknown model_class {hparams['model_class']!r}: use CTARNN, RNNMeanPool or WeightedSumPool")
-    kwargs = dict(hparams.get("model_kwargs") or {})
-    if cls is models.WeightedSumPool:
-        kwargs = {k: v for k, v in kwargs.items() if k in ("proj_dim",)}
-    normalize = hparams.get("normalization", "global") != "none"
-    return cls(num_layers, dim, len(hparams["labels"]), normalize=normalize, **kwargs)
-
-
 def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]:
-    """What rebuilds the trained model without the training YAML (see cta_rnn.checkpoint.load_fold_model)."""
+    """What rebuilds the trained model without the training YAML (``model.json``, see models.build_model)."""
     return {
         "model_class": hparams["model_class"],
         "model_kwargs": dict(hparams.get("model_kwargs") or {}),
@@ -86,6 +82,7 @@ def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]
         "num_layers": store.num_layers,
         "dim": store.dim,
         "frame_rate": store.frame_rate,
+        "max_train_seconds": hparams.get("max_train_seconds"),
         "encoder": store.meta.get("encoder"),
     }
 
@@ -97,73 +94,52 @@ def class_weights(train_labels: Sequence[str], labels: Sequence[str]) -> torch.T
     return w / w.mean()
 
 
-def loader_kwargs(hparams: dict[str, Any], datasets: dict, labels_of_train: Sequence[str]) -> dict[str, Any]:
-    """Training DataLoader options: shuffled, sorted by length, or class-balanced sampling."""
-    kw: dict[str, Any] = {"batch_size": hparams["batch_size"], "num_workers": hparams["num_workers"]}
-    if hparams.get("balanced_sampling"):
-        from speechbrain.dataio.sampler import ReproducibleWeightedRandomSampler
-
-        counts = {lab: list(labels_of_train).count(lab) for lab in set(labels_of_train)}
-        weights = [1.0 / counts[lab] for lab in labels_of_train]
-        kw["sampler"] = ReproducibleWeightedRandomSampler(weights, num_samples=len(weights), seed=hparams["seed"])
-    elif hparams.get("sorting", "random") == "random":
-        kw["shuffle"] = True
-    else:
-        reverse = hparams["sorting"] == "descending"
-        datasets["train"] = datasets["train"].filtered_sorted(sort_key="duration", reverse=reverse)
-    return kw
+def training_device(run_opts: dict[str, Any]) -> torch.device:
+    """The device SpeechBrain trains on (under torchrun: this process's local GPU)."""
+    device = str(run_opts.get("device") or "cpu")
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    return torch.device(device)
 
 
-def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any] | None:
-    """Train, select the best epoch by validation UA, test; returns the test scores (None when skipped)."""
+def rank_and_world() -> tuple[int, int]:
+    """This process's DDP rank and the world size (0, 1 without DDP)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def load_hparams(hparams_file: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The training hyperparameters: the YAML with overrides applied.
+
+    With ``model_kwargs_replace`` the model's keyword arguments are only those given after that flag.
+    """
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
-    out = Path(hparams["output_folder"])
-    results_file = out / "test_results.json"
-    if results_file.exists() and not hparams.get("force", False):
-        logger.info("%s exists: fold already finished, skipping (--force=True to redo)", results_file)
-        return None
-    sb.create_experiment_directory(experiment_directory=str(out), hyperparams_to_save=hparams_file, overrides=overrides)
+    if hparams.get("model_kwargs_replace"):
+        hparams["model_kwargs"] = dict(overrides.get("model_kwargs") or {})
+    return hparams
 
-    store = EmbeddingStore(hparams["store_dir"], layers=hparams.get("layers"))
-    frames = read_fold(hparams["fold_dir"], store)
-    labels = list(hparams["labels"])
-    run_on_main(make_label_encoder, args=[labels, hparams["label_encoder_file"], frames["train"]])
-    label_encoder = make_label_encoder(labels, hparams["label_encoder_file"], frames["train"])
 
-    spk = None
-    if hparams["normalization"] == "speaker":
-        import pandas as pd
+def prepare_model(
+    hparams: dict[str, Any], store: EmbeddingStore, source: FeatureSource, splits: dict
+) -> torch.nn.Module:
+    """The untrained model with its normaliser fitted on this fold; ``model.json`` written."""
+    spec = model_spec(hparams, store)
+    model = build_model(spec).to(source.device)
+    fit_normalizer(model.normalizer, source, splits, hparams["stats_max_utterances"], hparams["seed"])
+    if if_main_process():
+        write_model_spec(hparams["output_folder"], spec)
+    return model
 
-        spk = speaker_stats(store, pd.concat(frames.values()), hparams["stats_max_utterances"] // 10 or 1)
-        if sb.utils.distributed.if_main_process():  # "average training speaker": inference without speaker stats
-            train_spk = sorted(set(frames["train"]["speaker"].astype(str)))
-            fallback = {k: torch.stack([spk[s][i] for s in train_spk]).mean(0) for i, k in enumerate(("mean", "std"))}
-            out.mkdir(parents=True, exist_ok=True)
-            torch.save(fallback, out / "speaker_norm_fallback.pt")
-    model = build_model(hparams, store.num_layers, store.dim)
-    if hparams["normalization"] != "none":
-        spk_of = dict(zip(frames["train"]["ID"], frames["train"]["speaker"].astype(str)))
-        mean, std = dataset_stats(
-            store, frames["train"]["ID"], hparams["stats_max_utterances"], spk_of, spk, hparams["seed"]
-        )
-        model.normalizer.set_stats(mean, std)
-    if hparams["class_weighting"] == "inverse":
-        hparams["class_weights"] = class_weights(frames["train"]["emotion"].astype(str).tolist(), labels)
-    hparams["layer_ids"] = store.layers
-    if sb.utils.distributed.if_main_process():
-        atomic_write_json(out / "model.json", model_spec(hparams, store))
 
-    max_frames = None
-    if hparams.get("max_train_seconds"):
-        max_frames = int(round(hparams["max_train_seconds"] * store.frame_rate))
-    datasets = make_datasets(frames, store, label_encoder, max_frames, spk)
-    train_kw = loader_kwargs(hparams, datasets, frames["train"]["emotion"].astype(str).tolist())
-    eval_kw = {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
-
+def train_and_test(
+    hparams: dict[str, Any], run_opts: dict[str, Any], model: torch.nn.Module, loaders: dict
+) -> dict[str, Any]:
+    """Fit with the best checkpoint kept by validation UA, then test it; returns test stats and checkpoint meta."""
     from cta_rnn.brain import EmotionBrain, remove_torn_checkpoints
 
-    if sb.utils.distributed.if_main_process():
+    if if_main_process():
         for name in remove_torn_checkpoints(hparams["save_folder"]):
             logger.warning("removed checkpoint %s: its save was interrupted (incomplete files)", name)
     sb.utils.distributed.ddp_barrier()
@@ -177,26 +153,56 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
         run_opts=run_opts,
         checkpointer=checkpointer,
     )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=train_kw,
-        valid_loader_kwargs=eval_kw,
-    )
-    brain.evaluate(datasets["test"], max_key="UA", test_loader_kwargs=eval_kw)
+    brain.train_batches = loaders["train"].dataset
+    brain.fit(brain.hparams.epoch_counter, loaders["train"], loaders["valid"])
+    brain.evaluate(loaders["test"], max_key="UA")
     best = checkpointer.find_checkpoint(max_key="UA")
-    result = {
+    return {
         "test": brain.test_stats,
         "best_epoch": best.meta.get("epoch") if best else None,
         "valid_UA": best.meta.get("UA") if best else None,
         "epochs_run": brain.hparams.epoch_counter.current,
-        "layers": store.layers,
-        "encoder": store.meta.get("encoder"),
-        "n": {k: len(v) for k, v in frames.items()},
     }
-    if sb.utils.distributed.if_main_process():
-        atomic_write_json(results_file, result)
+
+
+def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """Train, select the best epoch by validation UA, test; returns the test scores (None when skipped)."""
+    hparams = load_hparams(hparams_file, overrides)
+    out = Path(hparams["output_folder"])
+    if read_test_results(out) is not None and not hparams.get("force", False):
+        logger.info("%s: fold already finished, skipping (--force=True to redo)", out)
+        return None
+    sb.create_experiment_directory(experiment_directory=str(out), hyperparams_to_save=hparams_file, overrides=overrides)
+    store = EmbeddingStore(hparams["store_dir"], layers=hparams.get("layers"))
+    splits = read_fold(hparams["fold_dir"], store)
+    labels = list(hparams["labels"])
+    run_on_main(ensure_label_encoder, args=[hparams["label_encoder_file"], labels, splits["train"]["emotion"]])
+    device = training_device(run_opts)
+    ids = [u for df in splits.values() for u in df["ID"]]
+    source = FeatureSource(store, ids, device, hparams.get("cache", "auto"), hparams["num_workers"])
+    model = prepare_model(hparams, store, source, splits)
+    if hparams["class_weighting"] == "inverse":
+        hparams["class_weights"] = class_weights(splits["train"]["emotion"].astype(str).tolist(), labels)
+    hparams["layer_ids"] = store.layers
+    crop = int(round(hparams["max_train_seconds"] * store.frame_rate)) if hparams.get("max_train_seconds") else None
+    rank, world = rank_and_world()
+    loaders = make_loaders(
+        source,
+        splits,
+        labels,
+        model.normalizer,
+        batch_size=hparams["batch_size"],
+        eval_batch_size=hparams["eval_batch_size"],
+        seed=hparams["seed"],
+        sorting="balanced" if hparams.get("balanced_sampling") else hparams.get("sorting", "random"),
+        crop=crop,
+        rank=rank,
+        world_size=world,
+    )
+    result = train_and_test(hparams, run_opts, model, loaders)
+    result.update(layers=store.layers, encoder=store.meta.get("encoder"), n={k: len(v) for k, v in splits.items()})
+    if if_main_process():
+        write_test_results(out, result)
     return result
 
 

@@ -45,6 +45,11 @@ def write(path: Path, data: np.ndarray, sr: int, subtype: str = "PCM_16") -> Pat
 
 @pytest.fixture()
 def corpus(tmp_path: Path) -> pd.DataFrame:
+    return make_corpus(tmp_path)
+
+
+def make_corpus(tmp_path: Path) -> pd.DataFrame:
+    """Six short clips of several rates, channel counts and sample formats."""
     rng = np.random.default_rng(0)
     rows = []
     for i, (sr, ch, sub) in enumerate(

@@ -65,7 +65,7 @@ def test_spec_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown encoder spec keys"):
         load_spec({"backend": "ssl", "source": "x", "layer": 3})
     with pytest.raises(ValueError, match="backend"):
-        load_spec({"backend": "wenet", "source": "x"})
+        load_spec({"backend": "nemo", "source": "x"})
     with pytest.raises(ValueError, match="only applies to Whisper"):
         build_encoder({"backend": "ssl", "source": "x", "input": "trimmed"})
     assert load_spec(ENCODER_YAMLS / "whisper_base.yaml", "layers: [0, 6]\ninput: trimmed")["layers"] == [0, 6]

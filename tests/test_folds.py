@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cta_rnn.artifacts import read_manifest
 from cta_rnn.corpora.expected_counts import IEMOCAP_SPEAKER_COUNTS, MSP_IMPROV_SESSION_COUNTS
 from cta_rnn.corpora.folds import check_no_leakage, make_folds, write_folds
-from cta_rnn.io_utils import atomic_to_csv, read_manifest
+from cta_rnn.io_utils import atomic_to_csv
 
 
 def synthetic(speakers: dict[str, tuple[object, dict[str, int]]]) -> pd.DataFrame:

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from corpus_fixtures import build_iemocap
 
+from cta_rnn.artifacts import read_manifest
 from cta_rnn.corpora.expected_counts import IEMOCAP_SESSION_COUNTS, IEMOCAP_SPEAKER_COUNTS
 from cta_rnn.corpora.iemocap import parse_label_file, parse_transcripts, parse_utt_id, prepare_iemocap
-from cta_rnn.io_utils import read_manifest
 from cta_rnn.prepare import main
 
 SMALL = {f"Ses{s:02d}{g}": {"neu": 2, "hap": 2, "ang": 1, "sad": 1} for s in range(1, 6) for g in "FM"}

@@ -1,18 +1,15 @@
-"""Metrics against hand-computed values and scikit-learn; fold aggregation; EmotionStats."""
+"""Metrics against hand-computed values and scikit-learn; fold aggregation."""
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from cta_rnn.metrics import (
-    EmotionStats,
     aggregate_folds,
     classification_scores,
     confusion,
@@ -94,35 +91,3 @@ def test_aggregate_folds_sample_std_and_summed_confusion() -> None:
     assert aggregate_folds(folds, ddof=0)["wa"]["std"] == pytest.approx(math.sqrt(0.08 / 3))
     one = mean_std([0.42])
     assert one == {"mean": 0.42, "std": None, "n": 1}
-
-
-def test_emotion_stats_accumulates_tensors() -> None:
-    stats = EmotionStats(LABELS)
-    idx = {lab: i for i, lab in enumerate(LABELS)}
-    t = torch.tensor([idx[y] for y in Y_TRUE]).unsqueeze(1)  # SpeechBrain (batch, 1) targets
-    p = torch.tensor([idx[y] for y in Y_PRED])
-    probs = torch.nn.functional.one_hot(p, 4).float()
-    ids = [f"u{i}" for i in range(10)]
-    stats.append(ids[:4], p[:4], t[:4], probs[:4])
-    stats.append(ids[4:], p[4:], t[4:], probs[4:])
-    s = stats.summarize()
-    assert s["n"] == 10 and (s["wa"], s["ua"], s["macro_f1"]) == pytest.approx((HAND_WA, HAND_UA, HAND_F1))
-    assert stats.summarize("ua") == pytest.approx(HAND_UA)
-    assert stats.confusion().tolist() == HAND_CM
-    buf = io.StringIO()
-    stats.write_stats(buf)
-    assert "UA: 62.50%" in buf.getvalue() and "WA: 80.00%" in buf.getvalue()
-    rec = stats.to_records()
-    assert rec[6] == {
-        "ID": "u6",
-        "true": "hap",
-        "predicted": "neu",
-        "prob_neu": 1.0,
-        "prob_hap": 0.0,
-        "prob_ang": 0.0,
-        "prob_sad": 0.0,
-    }
-    stats.clear()
-    assert stats.ids == [] and stats.summary == {}
-    with pytest.raises(ValueError, match="batch sizes differ"):
-        stats.append(["a"], [0, 1], [0, 1])

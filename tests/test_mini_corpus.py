@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from cta_rnn import EMOTIONS
+from cta_rnn.artifacts import MANIFEST_COLUMNS, read_manifest
 from cta_rnn.corpora import mini
-from cta_rnn.io_utils import MANIFEST_COLUMNS, read_manifest
 
 TINY = {"n_sentences": 2, "speakers": 2, "jitter": 1.0, "seed": 7}
 

@@ -103,7 +103,7 @@ def test_learns_a_task_carried_by_one_layer_and_attends_to_it() -> None:
     xtr, ltr, ytr = make(256)
     xte, lte, yte = make(128)
     model = CTARNN(
-        layers, dim, 4, rnn_hidden=32, attention_hidden=16, classifier_hidden=32, dropout=0.1, normalize=False
+        layers, dim, 4, rnn_hidden=32, attention_hidden=16, classifier_hidden=32, dropout=0.1, normalization="none"
     )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(25):

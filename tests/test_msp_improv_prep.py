@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 from corpus_fixtures import build_msp_improv, msp_cells_small
 
+from cta_rnn.artifacts import read_manifest
 from cta_rnn.corpora.expected_counts import MSP_IMPROV_CONDITION_COUNTS, MSP_IMPROV_SESSION_COUNTS
 from cta_rnn.corpora.msp_improv import parse_evaluation, parse_utterance_id, prepare_msp_improv
-from cta_rnn.io_utils import read_manifest
 from cta_rnn.prepare import main
 
 SPEAKERS = [f"{g}{s:02d}" for g in "FM" for s in range(1, 7)]

@@ -92,6 +92,8 @@ def test_stage4_ablation_and_layer_sweep(recipe: Path) -> None:
     pred = pd.read_csv(recipe / "exp" / "single_layer4_whisper_tiny_en_loso_speaker" / "fold1" / "predictions.csv")
     assert [c for c in pred.columns if c.startswith("att_layer")] == ["att_layer4"]
     assert (recipe / "exp" / "layer_sweep_whisper_tiny_en_loso_speaker.png").stat().st_size > 1000
+    table = (recipe / "exp" / "ablations_whisper_tiny_en_loso_speaker.md").read_text()
+    assert "| superb_whisper_tiny_en_loso_speaker | " in table and "Wilcoxon p" in table
 
 
 def trained_fold(recipe: Path) -> Path:
@@ -110,10 +112,9 @@ def test_export_and_recognizer_reproduce_the_test_predictions(recipe: Path, tmp_
         "model.json",
         "model.ckpt",
         "label_encoder.txt",
-        "encoder.yaml",
+        "hyperparams.yaml",
         "README.md",
         "scores.json",
-        "speaker_norm_fallback.pt",
     ):
         assert (out / name).is_file(), name
     with pytest.raises(FileExistsError):
@@ -133,6 +134,38 @@ def test_export_and_recognizer_reproduce_the_test_predictions(recipe: Path, tmp_
         assert got["label"] == row.predicted
         assert abs(got["probs"]["neu"] - row.prob_neu) < 0.02 and abs(got["probs"]["sad"] - row.prob_sad) < 0.02
         assert torch.all(got["temporal"] >= 0) and abs(float(got["temporal"].sum()) - 1) < 1e-4
+
+
+def test_speechbrain_from_hparams_classify_file(recipe: Path, tmp_path: Path) -> None:
+    """SpeechBrain's Pretrained convention on an exported fold and on the fold folder itself."""
+    from cta_rnn.inference import EmotionRecognizer, export_fold
+
+    fold = trained_fold(recipe)
+    out = export_fold(fold, tmp_path / "model")
+    wav = pd.read_csv(recipe / "data" / "manifest.csv")["wav"].iloc[0]
+    ref = EmotionRecognizer.from_dir(out).predict_file(wav)
+    for source in (out, fold):
+        rec = EmotionRecognizer.from_hparams(source=str(source), savedir=str(tmp_path / f"sd_{source.name}"))
+        probs, score, index, label = rec.classify_file(wav)
+        assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1) < 1e-5
+        assert label == [ref["label"]] and rec.labels[int(index)] == ref["label"]
+        assert abs(float(score) - max(ref["probs"].values())) < 1e-5
+
+
+def test_normalisation_travels_with_the_model(recipe: Path) -> None:
+    """Speaker-normalisation statistics are buffers saved with the model: .to() moves them (meta device here)."""
+    from cta_rnn.inference import EmotionRecognizer
+
+    rec = EmotionRecognizer.from_dir(trained_fold(recipe))
+    norm = rec.model.normalizer
+    saved = {k.split(".")[-1] for k in rec.model.state_dict()}
+    assert norm.mode == "speaker" and {"fallback_mean", "fallback_std", "mean", "std"} <= saved
+    assert float(norm.fallback_std.abs().sum()) > 0 and not torch.allclose(norm.fallback_mean, torch.zeros(1))
+    norm = norm.to("meta")
+    x = torch.zeros(2, norm.mean.shape[0], 30, norm.mean.shape[1], device="meta")
+    assert norm(x).device.type == "meta"  # fallback statistics
+    norm.set_speakers({"s": (torch.zeros(norm.mean.shape), torch.ones(norm.mean.shape))})
+    assert norm(x, torch.tensor([0, -1])).device.type == "meta"  # adapted statistics, fallback for -1
 
 
 def test_predict_cli_lists_bad_files_and_writes_outputs(recipe: Path, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cta_rnn.score import collect_layer_sweep, main, read_label_encoder, score_experiment, write_results_md
+from cta_rnn.artifacts import read_label_encoder, write_folds_list
+from cta_rnn.score import collect_layer_sweep, main, score_experiment, write_results_md
 
 LABELS = ["neu", "hap", "ang", "sad"]
 ENCODER_TXT = "'neu' => 0\n'hap' => 1\n'ang' => 2\n'sad' => 3\n================\n'starting_index' => 0\n"
@@ -43,7 +44,6 @@ def make_fold(fold_dir: Path, true: list[str], pred: list[str], att_layers: int 
     pd.DataFrame(rows).to_csv(fold_dir / "predictions.csv", index=False)
     if encoder_txt:
         (fold_dir / "label_encoder.txt").write_text(ENCODER_TXT)
-    (fold_dir / "hyperparams.yaml").write_text("seed: 2021\nencoder_source: openai/whisper-tiny.en\nmodel: !new:x.Y\n")
 
 
 @pytest.fixture
@@ -105,8 +105,11 @@ def test_expected_folds_and_require_complete(recipe: Path) -> None:
     assert not res["partial"] and res["folds_missing"] == []
     with pytest.raises(RuntimeError, match=r"folds \[4\] are not finished"):
         score_experiment(exp, require_complete=True)
-    (exp / "folds.json").write_text(json.dumps({"folds": [1, 2, 3, 4, 5, 6]}))
+    write_folds_list(exp, [1, 2, 3, 4, 5, 6])
     assert score_experiment(exp, write=False)["folds_missing"] == [4, 5, 6]
+    (exp / "folds.json").write_text(json.dumps({"folds": [1, 2]}))  # one shape only: a list written by artifacts
+    with pytest.raises(ValueError, match="expected a list of fold numbers"):
+        score_experiment(exp, write=False)
 
 
 def test_bad_predictions_are_named(recipe: Path) -> None:
@@ -129,7 +132,7 @@ def test_cli_results_md_lists_both_experiments_and_is_idempotent(recipe: Path, m
     assert rows == [
         (
             "| [baseline_fake](exp/baseline_fake/results.md) | 1 of 4 (partial) | 50.00 | 50.00 | 50.00 "
-            "| openai/whisper-tiny.en |"
+                "| — |"  # no encoder.json: unknown (no guessing from hyperparams.yaml)
         ),
         (
             "| [cta_fake](exp/cta_fake/results.md) | 3 of 4 (partial) | 76.67 ± 25.17 | 70.83 ± 26.02 | 71.03 ± 25.93 "

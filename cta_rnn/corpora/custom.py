@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from cta_rnn.artifacts import read_manifest
 from cta_rnn.corpora.common import Log, label_order, wav_durations
 from cta_rnn.corpora.folds import GIVEN
-from cta_rnn.io_utils import atomic_write_text, read_manifest
+from cta_rnn.io_utils import atomic_write_text
 
 REQUIRED = ("path", "emotion", "speaker")
 OPTIONAL = ("session", "text", "split", "gender")

@@ -1,4 +1,4 @@
-"""Published class counts of IEMOCAP and MSP-IMPROV (shared/paper.md), as data."""
+"""Published class counts of IEMOCAP and MSP-IMPROV (the counts data prep must reproduce), as data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ def _rows(table: dict[object, tuple[int, int, int, int]]) -> dict[object, dict[s
 
 
 # IEMOCAP_full_release, 4 classes (exc merged into hap), improvised + scripted: 5531 utterances.
-IEMOCAP_TOTAL = 5531
 IEMOCAP_CLASS_TOTALS = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 IEMOCAP_RAW_HAP_EXC = {"hap": 595, "exc": 1041}
 """Corpus-wide counts of the two codes merged into ``hap``."""
@@ -41,7 +40,6 @@ IEMOCAP_SPEAKER_COUNTS = _rows(
 
 # MSP-IMPROV: 8438 labelled turns; A/H/S/N kept (O and X dropped): 7798 utterances.
 MSP_IMPROV_TURNS = 8438
-MSP_IMPROV_TOTAL = 7798
 MSP_IMPROV_CLASS_TOTALS = {"neu": 3477, "hap": 2644, "ang": 792, "sad": 885}
 MSP_IMPROV_SESSION_COUNTS = _rows(
     {
@@ -61,5 +59,3 @@ MSP_IMPROV_CONDITION_COUNTS = _rows(
         "P": (1164, 1372, 38, 66),  # natural interaction
     }
 )
-MSP_IMPROV_CONDITION_TURNS = {"T": 652, "R": 620, "S": 4381, "P": 2785}
-"""All labelled turns per condition, O (other) and X (no agreement) included."""

@@ -152,12 +152,18 @@ def _describe(name: str, split: dict) -> str:
 
 
 def write_folds(
-    manifest: pd.DataFrame, protocol: str, out_dir: str | Path, folds: Iterable[int] | None = None, log=print
+    manifest: pd.DataFrame,
+    protocol: str,
+    out_dir: str | Path,
+    folds: Iterable[int] | None = None,
+    log=print,
+    made: Folds | None = None,
 ) -> dict:
     """Write ``out_dir/folds/<protocol>/fold<k>/{train,valid,test}.csv`` and ``folds.json``; return the summary.
 
-    With ``folds=None`` (all folds) stale ``fold<k>`` folders of an earlier run are removed."""
-    made = make_folds(manifest, protocol, folds)
+    ``made``: the folds already built by :func:`make_folds` (built here otherwise). With ``folds=None`` (all
+    folds) stale ``fold<k>`` folders of an earlier run are removed."""
+    made = made if made is not None else make_folds(manifest, protocol, folds)
     base = Path(out_dir) / "folds" / protocol
     if folds is None and base.is_dir():  # a full rewrite drops fold folders left by an earlier, larger manifest
         for old in base.glob("fold*"):

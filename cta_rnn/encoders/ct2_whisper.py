@@ -1,6 +1,6 @@
 """Convert a CTranslate2 Whisper model (faster-whisper's ``model.bin``) into a transformers Whisper folder.
 
-The binary layout and the name mapping are documented in ``shared/whisper_ct2.md`` (little endian):
+The binary layout (CTranslate2's ``model.bin`` format, little endian) and the name mapping:
 ``u32 version, str spec, u32 revision, u32 n_vars``, per variable ``str name, u8 rank, u32 dims[rank],
 u8 dtype, u32 n_bytes, bytes``, then ``u32 n_aliases`` and ``(str alias, str target)`` pairs, where a
 ``str`` is a u16 length (counting a trailing NUL) and the bytes. Int8/int16 weights carry a
@@ -239,7 +239,7 @@ def _scalar(variables: dict[str, torch.Tensor], name: str, default: int) -> int:
     return int(v.reshape(-1)[0]) if v is not None and v.numel() else default
 
 
-def build_config(variables: dict[str, torch.Tensor], vocab: list[str], ct2_config: dict):
+def build_config(variables: dict[str, torch.Tensor], vocab: list[str]):
     """A ``WhisperConfig`` derived from tensor shapes, the ``num_heads`` scalars and the vocabulary."""
     from transformers import WhisperConfig
 
@@ -384,7 +384,7 @@ def convert(parts: Sequence[Path], aux_dir: Path, out_dir: Path) -> None:
     vocab = read_vocabulary(vocab_file if vocab_file.exists() else aux_dir / "vocabulary.json")
     cfg_file = aux_dir / "config.json"
     ct2_config = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
-    config = build_config(variables, vocab, ct2_config)
+    config = build_config(variables, vocab)
     state = ct2_to_hf_state_dict(variables)
     dtype = torch.float32 if any(t.dtype == torch.float32 and t.dim() > 1 for t in variables.values()) else None
     dtype = dtype or next(t.dtype for t in state.values() if t.is_floating_point())

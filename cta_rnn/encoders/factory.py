@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
+from cta_rnn.artifacts import ENCODER_SPEC_KEYS as KEYS
 from cta_rnn.encoders.base import LayerwiseEncoder
 
-BACKENDS = ("whisper", "ct2-whisper", "ssl", "speechbrain")
-KEYS = {"backend", "source", "revision", "layers", "input", "dtype", "cache_dir", "max_chunk_s", "interface"}
+BACKENDS = ("whisper", "ct2-whisper", "ssl", "speechbrain", "wenet")
 
 
 def load_spec(spec: dict[str, Any] | str | Path, overrides: dict[str, Any] | str | None = None) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def load_spec(spec: dict[str, Any] | str | Path, overrides: dict[str, Any] | str
         with open(spec, encoding="utf-8") as f:
             spec = load_hyperpyyaml(f)
     spec = {**dict(spec), **(overrides or {})}
-    unknown = set(spec) - KEYS
+    unknown = set(spec) - set(KEYS)
     if unknown:
         raise ValueError(f"unknown encoder spec keys {sorted(unknown)}; allowed: {sorted(KEYS)}")
     if spec.get("backend") not in BACKENDS:
@@ -38,9 +38,23 @@ def load_spec(spec: dict[str, Any] | str | Path, overrides: dict[str, Any] | str
 def build_encoder(
     spec: dict[str, Any] | str | Path, device: str | torch.device = "cpu", **overrides: Any
 ) -> LayerwiseEncoder:
+    """The encoder a spec describes (see ``_build_backend``), its frames averaged ``frame_pool`` (> 1) at a time."""
+    spec = load_spec(spec, overrides)
+    pool = spec.pop("frame_pool", None)
+    encoder = _build_backend(spec, device)
+    if pool is None or (pool == 1 and pool is not True):
+        return encoder
+    from cta_rnn.encoders.pooling import FramePoolEncoder
+
+    return FramePoolEncoder(encoder, pool)
+
+
+def _build_backend(
+    spec: dict[str, Any] | str | Path, device: str | torch.device = "cpu", **overrides: Any
+) -> LayerwiseEncoder:
     """Build the encoder a spec describes.
 
-    Keys: ``backend`` (whisper | ct2-whisper | ssl | speechbrain), ``source``, ``revision``, ``layers``
+    Keys: ``backend`` (whisper | ct2-whisper | ssl | speechbrain | wenet), ``source``, ``revision``, ``layers``
     (all | list | "a-b"), ``input`` (padded | trimmed; Whisper only), ``dtype`` (auto | float32 |
     bfloat16 | float16), ``cache_dir``, ``max_chunk_s``. Keyword overrides replace spec keys.
     """
@@ -63,6 +77,12 @@ def build_encoder(
         return WhisperLayerwiseEncoder(spec["source"], device=device, **common, **extra)
     if spec.get("input") not in (None, "padded"):
         raise ValueError(f"`input: {spec['input']}` only applies to Whisper backends")
+    if backend == "wenet":
+        from cta_rnn.encoders.wenet import WenetLayerwiseEncoder
+
+        if spec.get("max_chunk_s") is not None:
+            raise ValueError("`max_chunk_s` does not apply to the wenet backend (whole clips, full-context attention)")
+        return WenetLayerwiseEncoder(spec["source"], device=device, **common)
     if backend == "ssl":
         from cta_rnn.encoders.ssl import SSLLayerwiseEncoder
 

@@ -100,21 +100,37 @@ class WhisperLayerwiseEncoder(LayerwiseEncoder):
             "dtype": self.dtype_name,
         }
 
+    def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """Log-mel (B, mels, frames) of (B, samples) waveforms on their device: the extractor's torch path
+        (``WhisperFeatureExtractor._torch_extract_fbank_features``) without the round trip through numpy."""
+        ex = self.extractor
+        if ex.dither:
+            wave = wave + ex.dither * torch.randn_like(wave)
+        window = torch.hann_window(ex.n_fft, device=wave.device)
+        stft = torch.stft(wave, ex.n_fft, ex.hop_length, window=window, return_complex=True)
+        power = (stft[..., :-1].abs() ** 2).contiguous()
+        mel = self._mel_filters(wave.device).T @ power
+        log_spec = torch.clamp(mel, min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log_spec + 4.0) / 4.0
+
+    def _mel_filters(self, device: torch.device) -> torch.Tensor:
+        if getattr(self, "_filters", None) is None or self._filters.device != device:
+            self._filters = torch.from_numpy(self.extractor.mel_filters).to(device, torch.float32)
+        return self._filters
+
     def _mel(self, chunks: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
-        """Log-mel features (B, mels, frames) and per-chunk mel frame counts (each chunk normalised alone)."""
-        if self.input_mode == "padded":
-            feats = self.extractor([c.numpy() for c in chunks], sampling_rate=self.sample_rate, return_tensors="pt")
-            return feats.input_features, [len(c) // HOP for c in chunks]
-        mels = [
-            self.extractor(
-                c.numpy(), sampling_rate=self.sample_rate, padding="longest", return_tensors="pt"
-            ).input_features[0]
-            for c in chunks
-        ]
+        """Log-mel features (B, mels, frames) on the chunks' device and per-chunk mel frame counts (each chunk
+        normalised alone, as the extractor does: padded to 30 s, or trimmed to its own length)."""
         counts = [len(c) // HOP for c in chunks]
-        out = torch.zeros(len(mels), mels[0].shape[0], max(counts))
-        for i, (m, n) in enumerate(zip(mels, counts, strict=True)):
-            out[i, :, :n] = m[:, :n]
+        if self.input_mode == "padded":
+            wave = torch.zeros(len(chunks), self.extractor.n_samples, device=chunks[0].device)
+            for i, c in enumerate(chunks):
+                wave[i, : len(c)] = c
+            return self._log_mel(wave), counts
+        out = torch.zeros(len(chunks), self.extractor.feature_size, max(counts), device=chunks[0].device)
+        for i, (c, n) in enumerate(zip(chunks, counts, strict=True)):
+            out[i, :, :n] = self._log_mel(c[None])[0, :, :n]
         return out, counts
 
     def _forward_layers(self, mel: torch.Tensor, mel_counts: list[int]) -> list[torch.Tensor]:
@@ -153,10 +169,28 @@ class WhisperLayerwiseEncoder(LayerwiseEncoder):
 
     @torch.no_grad()
     def encode(self, wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, samples) waveforms + relative lengths -> ((B, layers, T, D), frames)."""
-        samples = relative_to_samples(lengths, wavs.shape[1])
-        chunks, owner = split_chunks(wavs.detach().float().cpu(), samples, self.chunk_samples, min_samples=HOP)
+        """(B, samples) waveforms + relative lengths -> ((B, layers, T, D), frames), all on the encoder's device.
+
+        States are float16 when the encoder computes in float16 (``dtype: float16``, the GPU default), else
+        float32; frames past a clip's valid ones are zeros.
+        """
+        samples = relative_to_samples(lengths.cpu(), wavs.shape[1])
+        wavs = wavs.detach().to(self.device, torch.float32)
+        chunks, owner = split_chunks(wavs, samples, self.chunk_samples, min_samples=HOP)
         mel, counts = self._mel(chunks)
         with autocast_context(self.device, self.dtype_name):
-            states = self._forward_layers(mel.to(self.device), counts)
-        return merge_chunks(states, owner, [whisper_frames(n * HOP) for n in counts], len(samples))
+            states = self._forward_layers(mel, counts)
+        chunk_frames = [whisper_frames(n * HOP) for n in counts]
+        if len(owner) > len(samples):  # a clip longer than max_chunk_s: concatenate its chunks' frames
+            return merge_chunks(states, owner, chunk_frames, len(samples))
+        dtype = torch.float16 if self.dtype_name in ("float16", "fp16") and self.device.type != "cpu" else None
+        return stack_valid(states, chunk_frames, dtype or torch.float32)
+
+
+def stack_valid(states: list[torch.Tensor], frames: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer (B, T, D) states -> ((B, layers, max frames, D) of ``dtype``, frames), zeros past valid frames."""
+    counts = torch.tensor(frames, dtype=torch.long)
+    longest = max(frames)
+    hidden = torch.stack([h[:, :longest].to(dtype) for h in states], 1)
+    valid = torch.arange(longest, device=hidden.device)[None] < counts.to(hidden.device)[:, None]
+    return hidden.masked_fill_(~valid[:, None, :, None], 0), counts

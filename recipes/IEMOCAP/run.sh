@@ -9,7 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
 exec ../shared/stages.sh \
-    --corpus iemocap \
     --corpus_root "${IEMOCAP_ROOT}" \
     --encoder whisper_tiny_en \
     --protocol loso_speaker \

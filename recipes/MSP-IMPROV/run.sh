@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ./db.sh
 exec ../shared/stages.sh \
-    --corpus msp_improv \
     --corpus_root "${MSP_IMPROV_ROOT}" \
     --encoder whisper_tiny_en \
     --protocol loso_speaker \

@@ -13,7 +13,6 @@ done
 cd "$(dirname "$0")"
 . ./db.sh
 exec ../shared/stages.sh \
-    --corpus custom \
     --corpus_root "${CORPUS_CSV:-${CORPUS_DIR}}" \
     --encoder whisper_tiny_en \
     --protocol loso_speaker \

@@ -10,7 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 exec ../shared/stages.sh \
-    --corpus mini \
     --encoder whisper_tiny_en \
     --protocol loso_speaker \
     --folds "1,4,7" \

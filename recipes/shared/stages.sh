@@ -7,13 +7,14 @@
 #   1  embedding dump data/manifest.csv -> dump/<encoder>/ (frozen encoder, all folds share it)
 #   2  training       dump + folds -> exp/<model>_<encoder>_<protocol>[_<tag>]/fold<k>/
 #   3  scoring        exp/<...>/fold*/predictions.csv -> results.json, results.md, plots, RESULTS.md
-#   4  ablations      stages 2-3 for each model in --ablations, plus the single-layer sweep (--sweep_layers)
+#   4  ablations      stages 2-3 for each model in --ablations (paired per-fold differences to --model, with
+#                     a Wilcoxon signed-rank test), plus the single-layer sweep (--sweep_layers)
+#   5  tuning         every point of hparams/tune.yaml on the same folds; selection by validation UA only
 set -euo pipefail
 
 # ---- options (each one is --name value) ----
 stage=0
 stop_stage=3
-corpus=""              # data prep of local/data_prep.sh (iemocap | msp_improv | mini | custom)
 corpus_root=""         # corpus location (from db.sh)
 prep_opts=""           # extra options for data prep (e.g. "--allow_partial")
 encoder=whisper_tiny_en  # hparams/encoder/<encoder>.yaml (recipe first, then recipes/shared)
@@ -32,7 +33,7 @@ ablations="no_channel_attention no_temporal_attention last_layer superb"  # mode
 sweep_layers=""        # stage 4 single-layer sweep, e.g. "0 1 2 3 4" (empty = none)
 force=false            # redo finished stages (dump, training folds)
 python=""              # python to use (default: <repo>/.venv/bin/python, else python3)
-__option_names="stage stop_stage corpus corpus_root prep_opts encoder encoder_opts dump_opts protocol folds model
+__option_names="stage stop_stage corpus_root prep_opts encoder encoder_opts dump_opts protocol folds model
  train_config train_args tag device ngpu nj ablations sweep_layers force python"
 __option_names="${__option_names//$'\n'/ }"
 
@@ -69,14 +70,11 @@ recipe_conf=()  # the recipe's own training overrides (epochs, batch size...), a
 [ -f hparams/train_overrides.yaml ] && recipe_conf=(--conf hparams/train_overrides.yaml)
 dump_dir="dump/${encoder}"
 
-fold_list() {  # the folds of the protocol, restricted by --folds
-    local all n
-    [ -d "data/folds/${protocol}" ] || die "data/folds/${protocol} missing: run stage 0 (protocol ${protocol})"
-    all=$(find "data/folds/${protocol}" -maxdepth 1 -name 'fold*' -type d | sed 's/.*fold//' | sort -n)
-    if [ -z "${folds}" ]; then echo "${all}"; return; fi
-    for n in ${folds//,/ }; do
-        if [[ "${n}" == *-* ]]; then seq "${n%-*}" "${n#*-}"; else echo "${n}"; fi
-    done
+fold_list() {  # the folds of the protocol, restricted by --folds (checked and de-duplicated in Python)
+    local out
+    out=$("${python}" -m cta_rnn.artifacts folds --protocol_dir "data/folds/${protocol}" --select "${folds}" 2>&1) \
+        || die "${out#error: }"
+    echo "${out}"
 }
 
 train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one model
@@ -89,20 +87,20 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     { echo "#!/usr/bin/env bash"; echo "# replay of stage 2 for this experiment ($(date -u '+%F %T') UTC)";
       printf 'cd %q && %q' "$(pwd)" "$0"; printf ' %q' "${__argv[@]}"; echo; } > "${expdir}/run.sh"
     chmod +x "${expdir}/run.sh"
-    "${python}" -c "import json,sys; m=json.load(open('${dump_dir}/meta.json')); json.dump(m['encoder'], open(sys.argv[1],'w'), indent=2)" \
-        "${expdir}/encoder.json"
+    local selected
+    selected=$(fold_list)
+    # shellcheck disable=SC2086
+    "${python}" -m cta_rnn.artifacts experiment --exp "${expdir}" --store "${dump_dir}" --folds ${selected} \
+        || die "cannot start ${expdir}"
     launcher=("${python}" -m cta_rnn.train)
     if [ "${ngpu}" -gt 1 ]; then
         launcher=("${python}" -m torch.distributed.run --nproc_per_node="${ngpu}" -m cta_rnn.train)
     fi
-    fold_list | "${python}" -c "import json,sys; json.dump([int(x) for x in sys.stdin.read().split()], sys.stdout)" \
-        > "${expdir}/folds.json"
     local pids=() failed=0 pid
     if [ "${nj}" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
         export OMP_NUM_THREADS=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
     fi
-    for k in $(fold_list); do
-        [ -d "data/folds/${protocol}/fold${k}" ] || die "no fold ${k} in data/folds/${protocol}"
+    for k in ${selected}; do
         log "Stage 2: train ${m} fold ${k}, ${dump_dir} + data/folds/${protocol}/fold${k} -> ${expdir}/fold${k}"
         cmd=("${launcher[@]}" "${train_config}" "${recipe_conf[@]}" "${data_conf[@]}" --conf "${conf}"
             --fold_dir="data/folds/${protocol}/fold${k}" --store_dir="${dump_dir}"
@@ -160,11 +158,19 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    ablated=()
     for m in ${ablations}; do
         log "Stage 4: ablation ${m}"
         train_folds "${m}" "exp/$(expname "${m}")"
         score_exp "exp/$(expname "${m}")"
+        ablated+=("exp/$(expname "${m}")")
     done
+    if [ "${#ablated[@]}" -gt 0 ]; then
+        [ -f "exp/$(expname "${model}")/results.json" ] || die "stage 4 compares with exp/$(expname "${model}"): run stages 2-3 first"
+        log "Stage 4: per-fold paired differences to ${model} -> exp/ablations_${encoder}_${protocol}.md"
+        "${python}" -m cta_rnn.score --no_results_md --paired "exp/$(expname "${model}")" "${ablated[@]}" \
+            --paired_out "exp/ablations_${encoder}_${protocol}" || die "paired comparison failed"
+    fi
     if [ -n "${sweep_layers}" ]; then
         sweep=()
         for l in ${sweep_layers}; do
@@ -176,5 +182,19 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         "${python}" -m cta_rnn.score --no_results_md --sweep "${sweep[@]}" \
             --sweep_png "exp/layer_sweep_${encoder}_${protocol}.png"
     fi
+fi
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    # Hyperparameter search on validation data only: every point of hparams/tune.yaml on the same folds,
+    # selected by mean validation UA over folds; the chosen point's test UA is reported once.
+    tune_yaml="$(find_conf "" tune)"
+    tuned=()
+    while IFS=$'\t' read -r point overrides; do
+        log "Stage 5: tune ${point}: ${overrides}"
+        # shellcheck disable=SC2086
+        train_folds "${model}" "exp/$(expname "${model}")_tune_${point}" ${overrides}
+        tuned+=("exp/$(expname "${model}")_tune_${point}")
+    done < <("${python}" -m cta_rnn.tune points "${tune_yaml}" || die "bad tune grid ${tune_yaml}")
+    "${python}" -m cta_rnn.tune select --out "exp/tune_$(expname "${model}")" "${tuned[@]}" \
+        || die "tune selection failed"
 fi
 log "done (stages ${stage}-${stop_stage})"
