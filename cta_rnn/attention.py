@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cta_rnn.masking import masked_max, masked_mean
+from cta_rnn.masking import masked_mean
 
 
 class ChannelAttention(nn.Module):
@@ -38,13 +38,20 @@ class ChannelAttention(nn.Module):
                 nn.Linear(max(1, dim // feature_reduction), dim),
             )
 
+    def gate(self, x: torch.Tensor, mask: torch.Tensor, zero_padded: bool = False) -> torch.Tensor:
+        """The (B, L) layer gate of x (B, L, T, D) given the frame mask (B, T).
+
+        ``zero_padded``: x is already 0 on padded frames (saves one pass over x for the mean).
+        """
+        m = mask[:, None, :, None]
+        total = (x if zero_padded else x * m).sum((2, 3))
+        avg = total / (mask.sum(1).clamp(min=1) * x.shape[3])[:, None]
+        mx = x.masked_fill(~m, torch.finfo(x.dtype).min).amax((2, 3))
+        return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Gate the layers of x (B, L, T, D) given the frame mask (B, T); returns (gated x, gate (B, L))."""
-        m = mask[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3])  # (B, L, T, D)
-        flat_x, flat_m = x.flatten(2), m.flatten(2)
-        avg = masked_mean(flat_x, flat_m, dim=2)
-        mx = masked_max(flat_x, flat_m, dim=2)
-        gate = torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        gate = self.gate(x, mask)
         x = x * gate[:, :, None, None]
         if self.feature_mlp is not None:
             fm = mask[:, None, :, None].expand(-1, x.shape[1], -1, 1)
@@ -63,13 +70,20 @@ class LayerFusion(nn.Module):
         self.mode = mode
         self.weight = nn.Parameter(torch.full((num_layers,), 1.0 / num_layers)) if mode == "weighted" else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Fuse the layer axis."""
-        if self.mode == "sum":
-            return x.sum(1)
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Fuse the layer axis of x (B, L, T, D), each layer first scaled by ``gate`` (B, L) when given.
+
+        One pass over x: the gated stack is never materialised.
+        """
+        weights = x.new_ones(x.shape[0], x.shape[1]) if gate is None else gate
         if self.mode == "mean":
-            return x.mean(1)
-        return torch.einsum("bltd,l->btd", x, self.weight)
+            weights = weights / x.shape[1]
+        elif self.mode == "weighted":
+            weights = weights * self.weight[None]
+        out = x[:, 0] * weights[:, 0, None, None]
+        for k in range(1, x.shape[1]):
+            out = torch.addcmul(out, x[:, k], weights[:, k, None, None])
+        return out
 
 
 class TemporalAttention(nn.Module):

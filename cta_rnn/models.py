@@ -102,14 +102,17 @@ class CTARNN(nn.Module):
         check_input(x, self.num_layers, self.input_dim)
         batch, _, frames, _ = x.shape
         mask = length_mask(lengths, frames)
-        x = self.normalizer(x.float(), speaker_idx)
-        x = x * mask[:, None, :, None]
+        x = self.normalizer(x, speaker_idx, mask)  # float32, zero on padded frames
         att: dict[str, torch.Tensor] = {}
-        if self.channel is not None:
-            x, att["channel"] = self.channel(x, mask)
-        else:
+        if self.channel is None:
             att["channel"] = x.new_full((batch, self.num_layers), 1.0 / self.num_layers)
-        h = self.fusion(x)
+            h = self.fusion(x)
+        elif self.channel.feature_mlp is None:  # gate and fuse in one pass
+            att["channel"] = self.channel.gate(x, mask, zero_padded=True)
+            h = self.fusion(x, att["channel"])
+        else:
+            x, att["channel"] = self.channel(x, mask)
+            h = self.fusion(x)
         if self.proj is not None:
             h = self.proj(h)
         full_mask = mask
@@ -197,7 +200,7 @@ class WeightedSumPool(nn.Module):
         """Same contract as CTARNN.forward; "channel" holds the softmax layer weights."""
         check_input(x, self.num_layers, self.input_dim)
         mask = length_mask(lengths, x.shape[2])
-        x = self.normalizer(x.float(), speaker_idx)
+        x = self.normalizer(x, speaker_idx)
         weights = torch.softmax(self.layer_logits, dim=0)
         h = self.proj(torch.einsum("bltd,l->btd", x, weights))
         logits = self.out(masked_mean(h, mask[:, :, None], dim=1))

@@ -82,14 +82,29 @@ class FeatureNormalizer(nn.Module):
             return torch.full((batch,), -1, dtype=torch.long)
         return torch.tensor([self.speakers.get(str(s), -1) for s in speakers], dtype=torch.long)
 
-    def forward(self, x: torch.Tensor, speaker_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, T, D) float -> standardised; ``speaker_idx`` (B,) rows of :meth:`set_speakers` (-1 = fallback)."""
-        if self.mode == "none":
-            return x
+    def forward(
+        self, x: torch.Tensor, speaker_idx: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, T, D) of any float dtype -> float32 standardised (and 0 where ``mask`` (B, T) is False).
+
+        ``speaker_idx`` (B,): rows of :meth:`set_speakers` (-1 = the fallback). Speaker then global
+        standardisation are one affine map per (utterance, layer, dim), applied in one pass.
+        """
+        x = x.float()
+        if self.mode != "none":
+            scale, shift = self.affine(x.shape[0], speaker_idx)
+            x = torch.addcmul(shift[:, :, None], x, scale[:, :, None])
+        if mask is not None:
+            x = x * mask[:, None, :, None]
+        return x
+
+    def affine(self, batch: int, speaker_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B or 1, L, D) scale and shift of ``x * scale + shift`` = ((x - m_spk) / s_spk - m) / s."""
+        scale, shift = 1.0 / self.std[None], -self.mean[None] / self.std[None]
         if self.mode == "speaker":
-            mean, std = self.speaker_stats(x.shape[0], speaker_idx)
-            x = (x - mean[:, :, None]) / std[:, :, None]
-        return (x - self.mean[None, :, None]) / self.std[None, :, None]
+            mean, std = self.speaker_stats(batch, speaker_idx)
+            scale, shift = scale / std, shift - mean * scale / std
+        return scale, shift
 
     def speaker_stats(self, batch: int, speaker_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, D) mean and std for a batch: table rows, the fallback where the index is -1 or no table is set."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -37,17 +38,15 @@ def grid_points(tune_yaml: str | Path) -> list[dict[str, Any]]:
 
 
 def point_tag(point: dict[str, Any]) -> str:
-    """A folder-safe name of a grid point, e.g. ``lr0.002-max_train_seconds1.5``."""
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "", f"{k}{v}") for k, v in point.items())
+    """A folder-safe name of a grid point, e.g. ``lr0.002-max_train_seconds1.5`` (dict values by their keys)."""
+    flat = [(k2, v2) for k, v in point.items() for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])]
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "", f"{k}{v}") for k, v in flat)
 
 
 def point_overrides(point: dict[str, Any]) -> str:
-    """The point as training overrides, e.g. ``--lr=0.002 --model_kwargs={dropout: 0.3}``."""
-    parts = []
-    for k, v in point.items():
-        value = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
-        parts.append(f"--{k}={value}")
-    return " ".join(parts)
+    """The point as training overrides without spaces (the driver splits on them), values as JSON (valid YAML):
+    e.g. ``--lr=0.002 --model_kwargs={"dropout":0.3}``."""
+    return " ".join(f"--{k}={json.dumps(v, separators=(',', ':'))}" for k, v in point.items())
 
 
 def fold_scores(exp_dir: Path) -> dict[int, dict[str, float]]:

@@ -37,8 +37,9 @@ def test_grid_points_tags_and_overrides(tmp_path: Path) -> None:
     y.write_text("grid:\n  lr: [0.001, 0.002]\n  model_kwargs: [{dropout: 0.3}]\n")
     points = tune.grid_points(y)
     assert points == [{"lr": 0.001, "model_kwargs": {"dropout": 0.3}}, {"lr": 0.002, "model_kwargs": {"dropout": 0.3}}]
-    assert tune.point_tag(points[0]) == "lr0.001-model_kwargsdropout0.3"
-    assert tune.point_overrides(points[1]) == "--lr=0.002 --model_kwargs={dropout: 0.3}"
+    assert tune.point_tag(points[0]) == "lr0.001-dropout0.3"
+    assert tune.point_overrides(points[1]) == '--lr=0.002 --model_kwargs={"dropout":0.3}'
+    assert " " not in tune.point_overrides(points[1]).split(" ", 1)[1]  # one word per override
     y.write_text("grid: {lr: []}\n")
     with pytest.raises(ValueError, match="non-empty lists"):
         tune.grid_points(y)
