@@ -106,20 +106,35 @@ def read_store_meta(store_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---- experiment files ----
-def write_folds_list(exp_dir: str | os.PathLike, folds: Sequence[int]) -> None:
-    """``exp/<name>/folds.json``: the fold numbers the experiment trains (sorted, unique)."""
-    atomic_write_json(Path(exp_dir) / "folds.json", sorted({int(k) for k in folds}))
+def write_folds_list(exp_dir: str | os.PathLike, folds: Sequence[int], available: Sequence[int] | None = None) -> None:
+    """``exp/<name>/folds.json``: the folds the experiment trains and those its protocol has (sorted, unique)."""
+    doc = {"folds": sorted({int(k) for k in folds})}
+    if available is not None:
+        doc["available"] = sorted({int(k) for k in available})
+    atomic_write_json(Path(exp_dir) / "folds.json", doc)
+
+
+def _read_folds_json(exp_dir: str | os.PathLike) -> dict[str, list[int]] | None:
+    path = Path(exp_dir) / "folds.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    lists = [doc.get("folds"), doc.get("available", [])] if isinstance(doc, dict) else [None]
+    if not all(isinstance(v, list) and all(isinstance(k, int) for k in v) for v in lists):
+        raise ValueError(f"{path}: expected {{'folds': [fold numbers], 'available': [...]}}, got {doc!r}")
+    return doc
 
 
 def read_folds_list(exp_dir: str | os.PathLike) -> list[int] | None:
     """The folds of an experiment, or None when it has no ``folds.json``."""
-    path = Path(exp_dir) / "folds.json"
-    if not path.is_file():
-        return None
-    folds = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(folds, list) or not all(isinstance(k, int) for k in folds):
-        raise ValueError(f"{path}: expected a list of fold numbers, got {folds!r}")
-    return folds
+    doc = _read_folds_json(exp_dir)
+    return None if doc is None else doc["folds"]
+
+
+def read_available_folds(exp_dir: str | os.PathLike) -> list[int] | None:
+    """All folds of the experiment's protocol (None when not recorded): more than its folds = a subset."""
+    doc = _read_folds_json(exp_dir)
+    return None if doc is None else doc.get("available")
 
 
 def write_encoder_json(exp_dir: str | os.PathLike, store_dir: str | os.PathLike) -> None:
@@ -273,12 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--exp", required=True)
     e.add_argument("--store", required=True)
     e.add_argument("--folds", nargs="+", type=int, required=True)
+    e.add_argument("--protocol_dir", default=None, help="data/folds/<protocol>: records the protocol's folds")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "folds":
             print("\n".join(map(str, select_folds(args.select, available_folds(args.protocol_dir)))))
         else:
-            write_folds_list(args.exp, args.folds)
+            available = available_folds(args.protocol_dir) if args.protocol_dir else None
+            write_folds_list(args.exp, args.folds, available)
             write_encoder_json(args.exp, args.store)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

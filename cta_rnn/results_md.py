@@ -34,10 +34,13 @@ def fmt_pct(mean: float | None, std: float | None = None) -> str:
 
 
 def folds_cell(res: dict[str, Any]) -> str:
-    """'5', or '3 of 5 (partial)' when expected folds are missing."""
+    """'5', '3 of 5 (partial)' when expected folds are missing, '3 of 10 (subset)' for a fold subset."""
     k = len(res["folds_scored"])
     if res.get("partial"):
         return f"{k} of {len(res['folds_expected'])} (partial)"
+    available = res.get("folds_available")
+    if available and k < len(available):
+        return f"{k} of {len(available)} (subset)"
     return str(k)
 
 

@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artifacts import PREDICTIONS, read_encoder_json, read_folds_list, read_label_encoder, read_predictions
+from .artifacts import (
+    PREDICTIONS,
+    read_available_folds,
+    read_encoder_json,
+    read_folds_list,
+    read_label_encoder,
+    read_predictions,
+)
 from .io_utils import atomic_to_csv, atomic_write_json, atomic_write_text
 from .metrics import SCORE_KEYS, aggregate_folds, classification_scores
 from .plots import plot_channel_attention, plot_confusion, plot_layer_sweep
@@ -147,6 +154,7 @@ def score_experiment(
             "folds_missing": missing,
             "folds_expected": expected,
             "partial": bool(expected is not None and missing),
+            "folds_available": read_available_folds(exp_dir),
             "mean_std": {k: agg[k] for k in SCORE_KEYS} | {"ddof": agg["ddof"]},
             "confusion": agg["confusion"],
             "pooled": {k: pooled_scores[k] for k in ("n", "wa", "ua", "macro_f1", "recall")},
@@ -157,6 +165,12 @@ def score_experiment(
     if write:
         write_experiment_outputs(exp_dir, res, frames)
     return res
+
+
+def subset_of(res: dict[str, Any]) -> int | None:
+    """How many folds the protocol has when fewer were scored (a subset), else None."""
+    available = res.get("folds_available")
+    return len(available) if available and len(res["folds_scored"]) < len(available) else None
 
 
 def write_experiment_outputs(exp_dir: Path, res: dict[str, Any], frames: dict[int, pd.DataFrame]) -> None:
@@ -214,6 +228,8 @@ def experiment_markdown(res: dict[str, Any], has_att: bool) -> str:
     status = f"{k} folds" if not res["partial"] else f"partial: {k} of {len(res['folds_expected'])} folds"
     if res["folds_missing"]:
         status += f"; missing: {', '.join(map(str, res['folds_missing']))}"
+    if subset_of(res):
+        status += f"; a SUBSET of the protocol's {subset_of(res)} folds, not comparable to an all-fold result"
     scored = ", ".join(map(str, res["folds_scored"]))
     out = [
         f"# Results: {res['experiment']}",
@@ -305,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = score_experiment(exp, args.expected_folds, args.require_complete)
         ms, k = res["mean_std"], len(res["folds_scored"])
         note = f" (partial, missing folds {res['folds_missing']})" if res["partial"] else ""
+        note += f" (subset of {subset_of(res)} folds)" if subset_of(res) else ""
         print(
             f"{exp}: {k} fold(s){note}  WA {fmt_pct(ms['wa']['mean'], ms['wa']['std'])}  "
             f"UA {fmt_pct(ms['ua']['mean'], ms['ua']['std'])}  "

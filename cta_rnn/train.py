@@ -5,70 +5,213 @@
         [--conf hparams/model/no_channel_attention.yaml ...] [--device=cuda:0] [--key=value ...]
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m cta_rnn.train ...`` (SpeechBrain DDP).
-A finished fold (``test_results.json`` present) is skipped unless ``--force=True``.
+
+A run does what its command line says or refuses with one line (``error: ...``, exit status 1):
+- every override is checked against :data:`cta_rnn.hparams_schema.SCHEMA` before anything runs;
+- the fold folder is locked (``fcntl.flock`` on ``<fold>/.lock``) while it trains: a second training of
+  the same fold is refused, naming the holder's pid;
+- ``run_config.json`` records the hyperparameters a fold was started with: a finished fold is skipped, and
+  a killed one resumed, only with the same ones (the differing keys are named otherwise);
+- ``--force=True`` removes the fold's previous run (checkpoints included) and trains it from scratch;
+- ``--replay_script FILE`` is copied to the experiment's ``run.sh`` only when training really starts (model built).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import speechbrain as sb
 import torch
-import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from cta_rnn.artifacts import ensure_label_encoder, read_test_results, write_model_spec, write_test_results
 from cta_rnn.data import fit_normalizer, make_loaders, read_fold
 from cta_rnn.feature_cache import FeatureSource
+from cta_rnn.hparams_schema import (
+    HparamsError,
+    check_hparams,
+    check_overrides,
+    differences,
+    identity,
+    load_cli_overrides,
+    merge_into,
+    yaml_keys,
+)
+from cta_rnn.hparams_schema import load_yaml as _load_yaml
+from cta_rnn.io_utils import atomic_write_json
 from cta_rnn.models import build_model
-from cta_rnn.store import EmbeddingStore
+from cta_rnn.store import EmbeddingStore, StoreError, is_complete
 
 logger = logging.getLogger("cta_rnn.train")
 
 
-def split_conf_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--conf FILE`` (repeatable) from the other arguments."""
-    confs, rest, it = [], [], iter(argv)
+LOCK = ".lock"
+RUN_CONFIG = "run_config.json"
+KEEP_ON_FORCE = (LOCK, "stdout.log")
+"""What ``--force`` leaves in a fold folder: the lock this run holds and the recipe driver's log of this run."""
+DISK_FULL_SIGNS = ("No space left", "basic_ios::clear", "file write failed", "unexpected pos")
+"""How a full disk shows in torch.save's errors (its C++ writer has no errno)."""
+
+
+class RunRefused(RuntimeError):
+    """The fold cannot run as asked (being trained, started with other hyperparameters, disk full)."""
+
+
+def pop_option(argv: Sequence[str], name: str) -> tuple[list[str], list[str]]:
+    """The values of ``--name FILE`` / ``--name=FILE`` (repeatable) and the other arguments."""
+    values, rest, it = [], [], iter(argv)
     for arg in it:
-        if arg == "--conf":
-            confs.append(next(it))
-        elif arg.startswith("--conf="):
-            confs.append(arg.split("=", 1)[1])
+        if arg == f"--{name}":
+            value = next(it, None)
+            if value is None:
+                raise HparamsError(f"--{name} needs a file name")
+            values.append(value)
+        elif arg.startswith(f"--{name}="):
+            values.append(arg.split("=", 1)[1])
         else:
             rest.append(arg)
-    return confs, rest
+    return values, rest
+
+
+def split_conf_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--conf FILE`` (repeatable) from the other arguments."""
+    return pop_option(argv, "conf")
 
 
 def merge_overrides(conf_files: Sequence[str], cli_overrides: str | dict | None) -> dict[str, Any]:
     """Override files in order, then command-line overrides; nested dicts (model_kwargs) merge key by key.
 
     A file with ``model_kwargs_replace: True`` (a model of another family, e.g. SUPERB's WeightedSumPool)
-    starts ``model_kwargs`` afresh instead of merging into the keys set before it.
+    starts ``model_kwargs`` afresh instead of merging into the keys set before it. Values are read as
+    hyperpyyaml reads them (YAML 1.2: ``1e-3`` is a number); a key given twice: the later one wins.
     """
     merged: dict[str, Any] = {}
-
-    def update(dst: dict, src: dict) -> None:
-        if src.get("model_kwargs_replace"):
-            dst["model_kwargs"] = {}
-        for k, v in src.items():
-            if isinstance(v, dict) and isinstance(dst.get(k), dict):
-                update(dst[k], v)
-            else:
-                dst[k] = v
-
     for path in conf_files:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: override YAML not found")
-        update(merged, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+        merge_into(merged, _load_yaml(Path(path).read_text(encoding="utf-8"), where=str(path)) or {})
     if cli_overrides:
-        update(merged, yaml.safe_load(cli_overrides) if isinstance(cli_overrides, str) else cli_overrides)
+        merge_into(merged, load_cli_overrides(cli_overrides) if isinstance(cli_overrides, str) else cli_overrides)
     return merged
+
+
+@contextmanager
+def fold_lock(fold_dir: Path) -> Iterator[None]:
+    """Hold ``<fold>/.lock`` (``fcntl.flock``) while the fold trains; a second training of it is refused.
+
+    Only the main process locks (the ranks of one DDP run share the fold). The lock goes with the process:
+    a killed training leaves the file but not the lock.
+    """
+    if not if_main_process():
+        yield
+        return
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    path = fold_dir / LOCK
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise RunRefused(
+                f"{fold_dir}: already being trained by pid {holder} (lock {path}); wait for it or stop it"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """An error that a full disk (or quota) caused."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(sign in str(err) for sign in DISK_FULL_SIGNS)
+
+
+@contextmanager
+def disk_errors_named(folder: Path) -> Iterator[None]:
+    """A full disk while the fold trains becomes one line naming its folder."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RunRefused) or not is_disk_full(err):
+            raise
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        raise RunRefused(
+            f"{folder}: no space left on the device ({free / 2**20:.1f} MiB free) while training; free some "
+            "space and rerun: the fold resumes from its last complete checkpoint"
+        ) from err
+
+
+def read_run_config(fold_dir: Path) -> dict[str, Any] | None:
+    """The hyperparameters a fold was started with (``run_config.json``), or None."""
+    path = fold_dir / RUN_CONFIG
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def clear_fold(fold_dir: Path) -> list[str]:
+    """Remove a fold's previous run (checkpoints, logs, results); returns the names removed."""
+    removed = []
+    for entry in sorted(fold_dir.iterdir()) if fold_dir.is_dir() else []:
+        if entry.name in KEEP_ON_FORCE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
+
+
+def claim_fold(fold_dir: Path, hparams: dict[str, Any]) -> None:
+    """Make the fold folder fit this run (main process, under the lock): ``--force`` clears it; otherwise a
+    run started with other hyperparameters is refused, naming the keys. Records ``run_config.json``."""
+    record = identity(hparams)
+    finished = read_test_results(fold_dir) is not None
+    if hparams.get("force"):
+        removed = clear_fold(fold_dir)
+        if removed:
+            logger.info("%s: --force: removed the previous run (%s)", fold_dir, ", ".join(removed))
+        finished = False
+    else:
+        old = read_run_config(fold_dir)
+        diff = differences(old, record) if old is not None else []
+        if diff:
+            state = "finished" if finished else "unfinished"
+            raise RunRefused(
+                f"{fold_dir}: its {state} run used other hyperparameters ({'; '.join(diff)}); --force=true "
+                "trains it afresh, or train into another folder"
+            )
+        if old is None and (fold_dir / "save").is_dir() and not finished:
+            logger.warning("%s: resuming a run that did not record its hyperparameters (%s)", fold_dir, RUN_CONFIG)
+    if not finished:
+        atomic_write_json(fold_dir / RUN_CONFIG, record)
+
+
+def install_replay(script: str | None, exp_dir: Path) -> None:
+    """Copy the recipe driver's replay script to ``<experiment>/run.sh``, now that training starts."""
+    if not script or not if_main_process():
+        return
+    if not Path(script).is_file():
+        logger.warning("replay script %s not found; %s not written", script, exp_dir / "run.sh")
+        return
+    tmp = exp_dir / f".run.sh.{os.getpid()}.tmp"
+    shutil.copyfile(script, tmp)
+    tmp.chmod(0o755)
+    os.replace(tmp, exp_dir / "run.sh")
 
 
 def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]:
@@ -118,6 +261,7 @@ def load_hparams(hparams_file: str, overrides: dict[str, Any]) -> dict[str, Any]
         hparams = load_hyperpyyaml(f, overrides)
     if hparams.get("model_kwargs_replace"):
         hparams["model_kwargs"] = dict(overrides.get("model_kwargs") or {})
+    check_hparams(hparams)
     return hparams
 
 
@@ -165,13 +309,33 @@ def train_and_test(
     }
 
 
-def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any] | None:
+def run_fold(
+    hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, Any], replay_script: str | None = None
+) -> dict[str, Any] | None:
     """Train, select the best epoch by validation UA, test; returns the test scores (None when skipped)."""
     hparams = load_hparams(hparams_file, overrides)
     out = Path(hparams["output_folder"])
-    if read_test_results(out) is not None and not hparams.get("force", False):
-        logger.info("%s: fold already finished, skipping (--force=True to redo)", out)
-        return None
+    if not is_complete(hparams["store_dir"]):
+        raise FileNotFoundError(f"{hparams['store_dir']}: not a finished embedding store; run stage 1 (the dump) first")
+    with fold_lock(out), disk_errors_named(out):
+        if if_main_process():
+            claim_fold(out, hparams)
+        sb.utils.distributed.ddp_barrier()
+        if read_test_results(out) is not None:
+            logger.info("%s: fold already finished, skipping (--force=true retrains it)", out)
+            return None
+        return _train_fold(hparams_file, run_opts, overrides, hparams, replay_script)
+
+
+def _train_fold(
+    hparams_file: str,
+    run_opts: dict[str, Any],
+    overrides: dict[str, Any],
+    hparams: dict[str, Any],
+    replay_script: str | None = None,
+) -> dict[str, Any]:
+    """The training of a claimed fold: experiment folder, data, model (then the replay script), fit, test."""
+    out = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(out), hyperparams_to_save=hparams_file, overrides=overrides)
     store = EmbeddingStore(hparams["store_dir"], layers=hparams.get("layers"))
     splits = read_fold(hparams["fold_dir"], store)
@@ -181,6 +345,7 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
     ids = [u for df in splits.values() for u in df["ID"]]
     source = FeatureSource(store, ids, device, hparams.get("cache", "auto"), hparams["num_workers"])
     model = prepare_model(hparams, store, source, splits)
+    install_replay(replay_script, out.parent)
     if hparams["class_weighting"] == "inverse":
         hparams["class_weights"] = class_weights(splits["train"]["emotion"].astype(str).tolist(), labels)
     hparams["layer_ids"] = store.layers
@@ -206,14 +371,27 @@ def run_fold(hparams_file: str, run_opts: dict[str, Any], overrides: dict[str, A
     return result
 
 
+def one_line(err: BaseException) -> str:
+    """An error message on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m cta_rnn.train`` / ``cta-rnn train``."""
+    """Entry point of ``python -m cta_rnn.train`` / ``cta-rnn train``; a refused run is one line, status 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    confs, rest = split_conf_args(list(sys.argv[1:] if argv is None else argv))
-    hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
-    overrides = merge_overrides(confs, cli_overrides)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    run_fold(hparams_file, run_opts, overrides)
+    logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per log line
+    try:
+        confs, rest = split_conf_args(list(sys.argv[1:] if argv is None else argv))
+        replay, rest = pop_option(rest, "replay_script")
+        hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
+        overrides = merge_overrides(confs, cli_overrides)
+        check_overrides(overrides, yaml_keys(hparams_file))
+        sb.utils.distributed.ddp_init_group(run_opts)
+        run_fold(hparams_file, run_opts, overrides, replay[-1] if replay else None)
+    except (RunRefused, StoreError, OSError, ValueError) as err:  # HparamsError is a ValueError
+        logger.debug("refused", exc_info=True)  # the traceback goes to the fold's log.txt once it exists
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,6 +17,7 @@ import soundfile as sf
 import yaml
 
 from cta_rnn.corpora.custom import make_ids, prepare_custom, supported_protocols, write_label_overrides
+from cta_rnn.hparams_schema import experiment_suffix
 from cta_rnn.prepare import main as prepare_main
 from cta_rnn.prepare import prepare
 
@@ -184,7 +185,9 @@ def test_recipe_stages_0_to_3(tmp_path: Path) -> None:
         check=False,
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-4000:]
-    data, exp = recipes / "custom" / "data", recipes / "custom" / "exp" / "cta_rnn_whisper_tiny_en_trimmed_loso_speaker"
+    overrides = {"number_of_epochs": 1, "batch_size": 8, "model_kwargs": {"rnn_hidden": 16, "attention_hidden": 8}}
+    name = f"cta_rnn_whisper_tiny_en_trimmed_loso_speaker_{experiment_suffix(overrides)}"  # the overrides name it
+    data, exp = recipes / "custom" / "data", recipes / "custom" / "exp" / name
     assert len(pd.read_csv(data / "manifest.csv")) == 36 and (data / "folds" / "given" / "fold1").is_dir()
     pred = pd.read_csv(exp / "fold1" / "predictions.csv")
     assert [c for c in pred.columns if c.startswith("prob_")] == [f"prob_{lab}" for lab in LABELS]

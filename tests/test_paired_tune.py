@@ -58,3 +58,28 @@ def test_selection_uses_validation_only(tmp_path: Path) -> None:
     assert sel["test_UA_mean"] == pytest.approx(0.55)
     md = tune.selection_markdown(sel)
     assert "a **(chosen)**" in md and "90.00" not in md  # b's test score is never shown
+
+
+def test_a_fold_subset_is_labelled_wherever_its_score_is_printed(tmp_path: Path) -> None:
+    from cta_rnn.artifacts import read_available_folds, read_folds_list, write_folds_list
+    from cta_rnn.results_md import folds_cell
+    from cta_rnn.score import experiment_markdown, subset_of
+
+    write_folds_list(tmp_path, [3, 1, 1], available=range(1, 11))
+    assert read_folds_list(tmp_path) == [1, 3] and read_available_folds(tmp_path) == list(range(1, 11))
+    res = {"folds_scored": [1, 3], "folds_available": list(range(1, 11)), "partial": False}
+    assert subset_of(res) == 10 and folds_cell(res) == "2 of 10 (subset)"
+    assert folds_cell({**res, "folds_available": [1, 3]}) == "2"
+    ms = {k: {"mean": 0.5, "std": 0.1} for k in ("wa", "ua", "macro_f1")}
+    full = {
+        **res,
+        "experiment": "x",
+        "labels": ["a"],
+        "folds_missing": [],
+        "folds_expected": [1, 3],
+        "mean_std": ms,
+        "per_fold": [],
+        "pooled": {"n": 0, "wa": 0.5, "ua": 0.5, "macro_f1": 0.5},
+        "confusion": [[0]],
+    }
+    assert "a SUBSET of the protocol's 10 folds" in experiment_markdown(full, has_att=False)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cta_rnn.audio import load_audio
+from cta_rnn.hparams_schema import experiment_suffix
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,9 @@ TINY = [
     "--train_args",
     "--number_of_epochs=1 --batch_size=8 --max_train_seconds=1.0",
 ]
+SUFFIX = "_" + experiment_suffix({"number_of_epochs": 1, "batch_size": 8, "max_train_seconds": 1.0})
+"""The training overrides name the experiments (cfg<hash>: too long to read as themselves)."""
+EXP = f"cta_rnn_whisper_tiny_en_loso_speaker{SUFFIX}"
 
 
 def test_mini_recipe_stages_0_to_3(recipe: Path) -> None:
@@ -52,19 +56,19 @@ def test_mini_recipe_stages_0_to_3(recipe: Path) -> None:
     manifest = pd.read_csv(recipe / "data" / "manifest.csv")
     assert len(manifest) == 2 * 6 * 4 and manifest["speaker"].nunique() == 6
     assert (recipe / "dump" / "whisper_tiny_en" / "DONE").is_file()
-    exp = recipe / "exp" / "cta_rnn_whisper_tiny_en_loso_speaker"
+    exp = recipe / "exp" / EXP
     pred = pd.read_csv(exp / "fold1" / "predictions.csv")
     assert len(pred) == 8 and {"att_layer0", "att_layer4"} <= set(pred.columns)  # 5 Whisper tiny.en layers
     res = json.loads((exp / "results.json").read_text())
     assert res["folds_scored"] == [1]
     for png in ("confusion.png", "channel_attention.png"):
         assert (exp / png).stat().st_size > 1000
-    assert "cta_rnn_whisper_tiny_en_loso_speaker" in (recipe / "RESULTS.md").read_text()
+    assert EXP in (recipe / "RESULTS.md").read_text()
     assert (exp / "run.sh").is_file() and json.loads((exp / "encoder.json").read_text())["dim"] == 384
 
 
 def test_rerun_skips_finished_stages(recipe: Path) -> None:
-    pred = recipe / "exp" / "cta_rnn_whisper_tiny_en_loso_speaker" / "fold1" / "predictions.csv"
+    pred = recipe / "exp" / EXP / "fold1" / "predictions.csv"
     if not pred.exists():
         pytest.skip("needs the previous test's outputs")
     before = pred.stat().st_mtime
@@ -87,17 +91,18 @@ def test_stage4_ablation_and_layer_sweep(recipe: Path) -> None:
     p = run(recipe, "--stage", "4", "--stop_stage", "4", "--ablations", "superb", "--sweep_layers", "0 4", *TINY)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-4000:]
     for name in ("superb", "single_layer0", "single_layer4"):
-        res = json.loads((recipe / "exp" / f"{name}_whisper_tiny_en_loso_speaker" / "results.json").read_text())
+        res = json.loads((recipe / "exp" / f"{name}_whisper_tiny_en_loso_speaker{SUFFIX}" / "results.json").read_text())
         assert res["folds_scored"] == [1]
-    pred = pd.read_csv(recipe / "exp" / "single_layer4_whisper_tiny_en_loso_speaker" / "fold1" / "predictions.csv")
+    single4 = recipe / "exp" / f"single_layer4_whisper_tiny_en_loso_speaker{SUFFIX}"
+    pred = pd.read_csv(single4 / "fold1" / "predictions.csv")
     assert [c for c in pred.columns if c.startswith("att_layer")] == ["att_layer4"]
-    assert (recipe / "exp" / "layer_sweep_whisper_tiny_en_loso_speaker.png").stat().st_size > 1000
-    table = (recipe / "exp" / "ablations_whisper_tiny_en_loso_speaker.md").read_text()
-    assert "| superb_whisper_tiny_en_loso_speaker | " in table and "Wilcoxon p" in table
+    assert (recipe / "exp" / f"layer_sweep_whisper_tiny_en_loso_speaker{SUFFIX}.png").stat().st_size > 1000
+    table = (recipe / "exp" / f"ablations_whisper_tiny_en_loso_speaker{SUFFIX}.md").read_text()
+    assert f"| superb_whisper_tiny_en_loso_speaker{SUFFIX} | " in table and "Wilcoxon p" in table
 
 
 def trained_fold(recipe: Path) -> Path:
-    fold = recipe / "exp" / "cta_rnn_whisper_tiny_en_loso_speaker" / "fold1"
+    fold = recipe / "exp" / EXP / "fold1"
     if not (fold / "model.json").exists():
         pytest.skip("needs the first test's trained fold")
     return fold

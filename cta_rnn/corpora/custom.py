@@ -107,6 +107,33 @@ def _check_labels(df: pd.DataFrame, where: Path, allow_partial: bool, log: Log) 
     log(f"WARNING {msg}")
 
 
+def _check_label_case(df: pd.DataFrame, where: Path, allow_partial: bool, log: Log) -> None:
+    """Labels that differ only in case (``Happy`` / ``happy``) would become separate classes: an error."""
+    groups: dict[str, list[str]] = {}
+    for label in sorted(set(df["emotion"])):
+        groups.setdefault(label.casefold(), []).append(label)
+    clashes = [" / ".join(repr(x) for x in labels) for labels in groups.values() if len(labels) > 1]
+    if not clashes:
+        return
+    msg = f"{where}: labels that differ only in case would be separate classes: {'; '.join(clashes)}"
+    if not allow_partial:
+        raise ValueError(msg + " (write each label one way, or pass --allow_partial to keep them apart)")
+    log(f"WARNING {msg}")
+
+
+def _warn_small_speakers(df: pd.DataFrame, where: Path, log: Log) -> None:
+    """Speakers with fewer utterances than labels make leave-one-speaker-out test or validation sets that small."""
+    counts = df["speaker"].value_counts()
+    small = counts[counts < df["emotion"].nunique()].sort_index()
+    if small.empty:
+        return
+    who = _few([f"{spk!r} ({n})" for spk, n in small.items()])
+    log(
+        f"WARNING {where}: speaker(s) with fewer utterances than labels: {who}; in leave-one-speaker-out folds "
+        "their test or validation sets are that small, so those folds' scores (and best epochs) are noise"
+    )
+
+
 def _check_split(df: pd.DataFrame, where: Path, allow_partial: bool, log: Log) -> pd.Series:
     """Normalised split column; unknown values, empty splits and test-speaker leakage are errors."""
     split = df["split"].str.lower().map(SPLIT_NAMES)
@@ -154,7 +181,9 @@ def prepare_custom(
     speakers = sorted(set(df["speaker"]))
     if len(speakers) < 2:
         raise ValueError(f"{root}: a single speaker {speakers}: speaker-independent folds need at least 2 (3 for LOSO)")
+    _check_label_case(df, root, allow_partial, log)
     _check_labels(df, root, allow_partial, log)
+    _warn_small_speakers(df, root, log)
     df["duration"] = wav_durations(df["wav"])
     silent = df["wav"][df["duration"] <= 0].tolist()
     if silent:

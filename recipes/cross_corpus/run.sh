@@ -16,9 +16,11 @@ encoder=whisper_tiny_en
 model=cta_rnn
 protocol=loso_speaker
 tag=""
+train_args=""          # the source's training overrides (they name its experiment, as in ../shared/stages.sh)
+train_config=""        # the source's own training YAML, if it had one
 force=false
 python=""
-__option_names="source target encoder model protocol tag force python"
+__option_names="source target encoder model protocol tag train_args train_config force python"
 . ../shared/parse_options.sh
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (cross_corpus) $*" >&2; }
@@ -28,7 +30,11 @@ if [ -z "${python}" ]; then
 fi
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
-exp_name="${model}_${encoder}_${protocol}${tag:+_${tag}}"
+own=(); [ -n "${train_config}" ] && own=(--train_config "../${source}/${train_config}")
+# shellcheck disable=SC2086
+suffix=$(PYTHONPATH="../..${PYTHONPATH:+:${PYTHONPATH}}" "${python}" -m cta_rnn.hparams_schema suffix "${own[@]}" \
+    ../shared/hparams/train.yaml -- ${train_args} "${extra_args[@]}") || die "bad --train_args / --train_config"
+exp_name="${model}_${encoder}_${protocol}${tag:+_${tag}}${suffix:+_${suffix}}"
 src_exp="../${source}/exp/${exp_name}"
 tgt_manifest="../${target}/data/manifest.csv"
 tgt_store="../${target}/dump/${encoder}"

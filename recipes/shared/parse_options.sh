@@ -9,6 +9,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --help|-h)
             echo "Usage: $0 [--name value ...] [-- --hparam=value ...]"
+            echo "Training overrides (after -- and in --train_args) are checked against cta_rnn/hparams_schema.py"
+            echo "and name the experiment folder (e.g. exp/cta_rnn_<encoder>_<protocol>_lr0.0005)."
             echo "Options (current values):"
             for v in ${__option_names:-}; do printf '  --%-18s %s\n' "$v" "${!v}"; done
             exit 0 ;;

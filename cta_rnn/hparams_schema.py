@@ -1,0 +1,320 @@
+"""Training hyperparameters checked where they enter: a declared schema of keys, types, ranges and choices.
+
+Every override of the training YAML (``--key=value`` and ``--conf FILE`` of ``cta_rnn.train``; the recipe
+driver's ``--train_args``, ``--train_config`` and arguments after ``--``) is checked against :data:`SCHEMA`
+before anything runs; an error is one line naming the key (``unknown key lrr; did you mean lr?``,
+``batch_size: expected an integer >= 1, got 'abc'``). ``model_kwargs`` are checked per model class by
+:func:`cta_rnn.models.build_model`.
+
+The recipe driver (``recipes/shared/stages.sh``) asks this module, before it creates anything:
+
+    python -m cta_rnn.hparams_schema protocol NAME            # a known fold protocol? (one-line error if not)
+    python -m cta_rnn.hparams_schema store DIR                # a finished embedding store? ("run stage 1")
+    python -m cta_rnn.hparams_schema suffix [--train_config FILE] TRAIN_YAML -- ARGS
+        # checks the user's training overrides; prints the experiment-name suffix they give ('' for none)
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class HparamsError(ValueError):
+    """A training hyperparameter that is unknown or out of its declared range (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One declared hyperparameter: what it accepts (for messages) and the check of a value."""
+
+    expect: str
+    ok: Callable[[Any], bool]
+    identity: bool = True
+    """Part of a run's identity: changing it changes the trained model (run-control keys are not)."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # not NaN
+
+
+def integer(lo: int | None = None, identity: bool = True) -> Key:
+    """An integer (``>= lo`` when given)."""
+    expect = f"an integer >= {lo}" if lo is not None else "an integer"
+    return Key(expect, lambda v: _is_int(v) and (lo is None or v >= lo), identity)
+
+
+def number(gt: float | None = None, ge: float | None = None, lt: float | None = None) -> Key:
+    """A real number ``> gt`` / ``>= ge`` / ``< lt`` (the bounds given)."""
+    bounds = [f"{op} {b}" for op, b in ((">", gt), (">=", ge), ("<", lt)) if b is not None]
+
+    def ok(v: Any) -> bool:
+        return _is_num(v) and (gt is None or v > gt) and (ge is None or v >= ge) and (lt is None or v < lt)
+
+    return Key(" ".join(["a number", " and ".join(bounds)]).strip(), ok)
+
+
+def choice(*values: str, identity: bool = True) -> Key:
+    """One of the given names."""
+    return Key(f"one of {' | '.join(values)}", lambda v: v in values, identity)
+
+
+def flag(identity: bool = True) -> Key:
+    """``True`` or ``False``."""
+    return Key("True or False", lambda v: isinstance(v, bool), identity)
+
+
+def string(identity: bool = True) -> Key:
+    """A non-empty string (a path or a name)."""
+    return Key("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()), identity)
+
+
+def optional(key: Key) -> Key:
+    """``key`` or null."""
+    return Key(f"{key.expect} or null", lambda v: v is None or key.ok(v), key.identity)
+
+
+def _labels_ok(v: Any) -> bool:
+    names = [str(x) for x in v] if isinstance(v, list) else []
+    return (
+        bool(names) and all(isinstance(x, (str, int)) and str(x).strip() for x in v) and len(set(names)) == len(names)
+    )
+
+
+def _layers_ok(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(_is_int(x) for x in v) and len(set(v)) == len(v)
+
+
+SCHEMA: dict[str, Key] = {
+    "seed": integer(),
+    "fold_dir": string(),
+    "store_dir": string(),
+    "output_folder": string(identity=False),
+    "save_folder": string(identity=False),
+    "train_log": string(identity=False),
+    "label_encoder_file": string(identity=False),
+    "predictions_dir": string(identity=False),
+    "labels": Key("a non-empty list of distinct names", _labels_ok),
+    "layers": Key(
+        "null (all layers) or a non-empty list of distinct layer numbers", lambda v: v is None or _layers_ok(v)
+    ),
+    "max_train_seconds": optional(number(gt=0)),
+    "normalization": choice("global", "speaker", "none"),
+    "stats_max_utterances": integer(1),
+    "class_weighting": choice("none", "inverse"),
+    "label_smoothing": number(ge=0, lt=1),
+    "balanced_sampling": flag(),
+    "sorting": choice("random", "ascending", "descending", "balanced"),
+    "cache": choice("auto", "gpu", "ram", "stream", identity=False),
+    "number_of_epochs": integer(1),
+    "batch_size": integer(1),
+    "eval_batch_size": integer(1),
+    "lr": number(gt=0),
+    "weight_decay": number(ge=0),
+    "lr_patience": integer(0),
+    "lr_factor": Key("a number > 0 and < 1", lambda v: _is_num(v) and 0 < v < 1),
+    "early_stop_patience": integer(1),
+    "num_workers": integer(0, identity=False),
+    "force": flag(identity=False),
+    "model_class": string(),
+    "model_kwargs_replace": flag(),
+    "model_kwargs": Key("a mapping of keyword arguments, e.g. {dropout: 0.3}", lambda v: isinstance(v, dict)),
+}
+"""The declared training hyperparameters of ``recipes/shared/hparams/train.yaml`` and what each accepts."""
+
+IDENTITY_KEYS = tuple(k for k, spec in SCHEMA.items() if spec.identity)
+"""What a run is: a fold resumed (or skipped as finished) with another value of one of these is refused."""
+
+
+def yaml_keys(path: str | Path) -> set[str]:
+    """Top-level keys of a (hyperpyyaml) file, read without instantiating anything."""
+    content = Path(path).read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", content, flags=re.MULTILINE))
+
+
+def load_yaml(content: str, where: str = "overrides") -> Any:
+    """YAML 1.2 as hyperpyyaml reads it (``1e-3`` is a number, ``yes`` a string), plain Python values."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(content)
+    except YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise HparamsError(f"{where}: not valid YAML ({problem}): {' '.join(content.split())[:120]}") from None
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise :class:`HparamsError` when a declared key has a value outside its declared range."""
+    spec = SCHEMA.get(key)
+    if spec is not None and not spec.ok(value):
+        raise HparamsError(f"{key}: expected {spec.expect}, got {value!r}")
+
+
+def check_overrides(overrides: Mapping[str, Any], known: Sequence[str] | set[str] = ()) -> None:
+    """Unknown keys (neither declared nor in the training YAML) and out-of-range values, one line each."""
+    allowed = set(SCHEMA) | set(known)
+    for key, value in overrides.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(SCHEMA))}"
+            raise HparamsError(f"unknown key {key}{hint}")
+        check_value(key, value)
+
+
+def check_hparams(hparams: Mapping[str, Any]) -> None:
+    """Every declared key of loaded hyperparameters (YAML files included) within its range."""
+    for key in SCHEMA:
+        if key in hparams:
+            check_value(key, hparams[key])
+
+
+def plain(value: Any) -> Any:
+    """A JSON-comparable form of a hyperparameter value (tuples as lists, mappings recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def identity(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity keys of loaded hyperparameters, paths made absolute (``run_config.json`` of a fold)."""
+    out = {k: plain(hparams.get(k)) for k in IDENTITY_KEYS}
+    for k in ("fold_dir", "store_dir"):
+        if isinstance(out.get(k), str):
+            out[k] = str(Path(out[k]).resolve())
+    return out
+
+
+def _short(value: Any, width: int = 40) -> str:
+    content = json.dumps(value, sort_keys=True)
+    return content if len(content) <= width else content[: width - 3] + "..."
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every key both records hold with different values (schema order)."""
+    keys = [k for k in IDENTITY_KEYS if k in old and k in new] + sorted((set(old) & set(new)) - set(IDENTITY_KEYS))
+    return [f"{k}: {_short(old[k])} -> {_short(new[k])}" for k in keys if old[k] != new[k]]
+
+
+READABLE = re.compile(r"[A-Za-z0-9.+-]+")
+MAX_READABLE = 40
+
+
+def experiment_suffix(overrides: Mapping[str, Any], config_text: str | None = None) -> str:
+    """The part of an experiment name that the user's training overrides add: '' when there are none.
+
+    Short scalar overrides read as themselves (``lr0.0005``, ``batch_size16-lr0.0005``: sorted by key);
+    anything longer, nested, or a training YAML of one's own gives ``cfg`` + 8 hex digits of a SHA-1 of the
+    canonical (sorted JSON) overrides and the YAML's text. Run-control keys (force, cache, num_workers) do not
+    count: they do not change the trained model.
+    """
+    kept = {k: plain(v) for k, v in sorted(overrides.items()) if k not in SCHEMA or SCHEMA[k].identity}
+    if not kept and config_text is None:
+        return ""
+    parts = [f"{k}{v}" for k, v in kept.items()]
+    readable = "-".join(parts)
+    if (
+        config_text is None
+        and all(isinstance(v, (int, float, str)) and READABLE.fullmatch(str(v)) for v in kept.values())
+        and len(readable) <= MAX_READABLE
+    ):
+        return readable
+    payload = json.dumps({"overrides": kept, "train_config": config_text}, sort_keys=True)
+    return "cfg" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:8]
+
+
+def merge_into(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply one source of overrides: later values win, nested mappings (model_kwargs) merge key by key.
+
+    ``model_kwargs_replace: True`` (a model of another family) starts ``model_kwargs`` afresh.
+    """
+    if src.get("model_kwargs_replace"):
+        dst["model_kwargs"] = {}
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            merge_into(dst[k], v)
+        else:
+            dst[k] = dict(v) if isinstance(v, Mapping) else v
+    return dst
+
+
+def load_cli_overrides(content: str) -> dict[str, Any]:
+    """SpeechBrain's ``key: value`` lines of command-line overrides; a key given twice: the later one wins."""
+    merged: dict[str, Any] = {}
+    for entry in re.split(r"\n(?=\S)", content.strip()):
+        if entry.strip():
+            merge_into(merged, load_yaml(entry, "the command line") or {})
+    return merged
+
+
+def parse_cli_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``--key=value`` / ``--key value`` arguments -> overrides, as SpeechBrain reads them (run options dropped)."""
+    import speechbrain as sb
+
+    _, _, overrides = sb.parse_arguments(["train.yaml", *args])
+    return load_cli_overrides(overrides) if overrides else {}
+
+
+def check_protocol(name: str) -> None:
+    """A fold protocol this code base can prepare."""
+    from cta_rnn.corpora.folds import ALL_PROTOCOLS
+
+    if name not in ALL_PROTOCOLS:
+        close = difflib.get_close_matches(name, ALL_PROTOCOLS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise HparamsError(f"unknown protocol {name!r}{hint}; choose from {', '.join(ALL_PROTOCOLS)}")
+
+
+def check_store(store_dir: str | Path) -> None:
+    """A finished embedding store (stage 1 done)."""
+    from cta_rnn.store import is_complete
+
+    if not is_complete(store_dir):
+        state = "an unfinished dump" if Path(store_dir).is_dir() else "no embedding store"
+        raise FileNotFoundError(f"{store_dir}: {state} there; run stage 1 (the dump) first")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The recipe driver's checks: ``protocol``, ``store``, ``suffix``; errors are one line, exit status 1."""
+    ap = argparse.ArgumentParser(prog="python -m cta_rnn.hparams_schema", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("protocol", help="check a fold protocol name").add_argument("name")
+    sub.add_parser("store", help="check that a store is finished").add_argument("store_dir")
+    sx = sub.add_parser("suffix", help="check training overrides; print the experiment-name suffix")
+    sx.add_argument("train_yaml", help="the training YAML the overrides apply to")
+    sx.add_argument("--train_config", default=None, help="the user's own training YAML (part of the suffix)")
+    sx.add_argument("overrides", nargs=argparse.REMAINDER, help="-- --key=value ...")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "protocol":
+            check_protocol(args.name)
+        elif args.cmd == "store":
+            check_store(args.store_dir)
+        else:
+            rest = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
+            overrides = parse_cli_overrides(rest)
+            check_overrides(overrides, yaml_keys(args.train_yaml))
+            own = Path(args.train_config).read_text(encoding="utf-8") if args.train_config else None
+            print(experiment_suffix(overrides, own))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
