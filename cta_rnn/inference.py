@@ -264,7 +264,10 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
         "",
         f"# {spec['model_class']} speech emotion recognizer",
         "",
-        f"Exported from `{fold_dir}` (best validation UA, epoch {scores.get('best_epoch', '?')}).",
+        f"Exported from `{fold_dir}` (best validation UA, epoch {scores.get('best_epoch', '?')})."
+        if scores
+        else f"Exported from `{fold_dir}` **before its training finished** (`--allow_unfinished`): best checkpoint "
+        "so far, never tested.",
         "",
         f"- labels: {', '.join(spec['labels'])}",
         f"- encoder: {enc.get('name') or enc.get('source')} ({enc.get('backend')}, source `{enc.get('source')}`, "

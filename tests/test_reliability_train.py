@@ -7,15 +7,13 @@ refused, one training per fold (``fcntl.flock``), a missing store and a full dis
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from toy_data import toy_manifest, write_toy_fold, write_toy_store
+from toy_data import toy_manifest, train_process, write_toy_fold, write_toy_store
 
 from cta_rnn import hparams_schema as hs
 
@@ -49,16 +47,7 @@ def args(toy: dict[str, Path], out: Path, *extra: str, epochs: int = 2) -> list[
 
 
 def train(argv: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "cta_rnn.train", *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
+    return train_process(argv, stderr=subprocess.PIPE, **kw)
 
 
 def finish(p: subprocess.Popen, timeout: int = 300) -> tuple[int, str, str]:

@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_data import STORE_META
 
 from cta_rnn.store import EmbeddingStore, StoreMismatchError, StoreWriter, finalize
 
-META = {
-    "encoder": {"backend": "toy", "name": "toy"},
-    "layers": [0, 2, 4],
-    "dim": 8,
-    "frame_rate": 50.0,
-    "manifest_checksum": "abc",
-}
+META = STORE_META
 
 
 def utterances(n: int = 12) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_data import STORE_META
 
 from cta_rnn.store import (
     EmbeddingStore,
@@ -25,13 +26,7 @@ from cta_rnn.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-META = {
-    "encoder": {"backend": "toy", "name": "toy"},
-    "layers": [0, 2, 4],
-    "dim": 8,
-    "frame_rate": 50.0,
-    "manifest_checksum": "abc",
-}
+META = STORE_META
 HOLDER = """
 import json, sys, time
 from cta_rnn.store import StoreWriter

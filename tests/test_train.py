@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from toy_data import toy_manifest, write_toy_fold, write_toy_store
+from toy_data import toy_manifest, train_process, write_toy_fold, write_toy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_YAML = ROOT / "recipes" / "shared" / "hparams" / "train.yaml"
@@ -45,16 +45,7 @@ def args(toy: dict[str, Path], out: Path, epochs: int) -> list[str]:
 
 
 def run_cli(argv: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "cta_rnn.train", *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
+    return train_process(argv, **kw)
 
 
 def test_fit_writes_the_experiment_folder_and_skips_when_done(toy: dict[str, Path], tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,29 @@ from cta_rnn.io_utils import atomic_to_csv
 from cta_rnn.store import StoreWriter, finalize, manifest_checksum
 
 LABELS = ["neu", "hap", "ang", "sad"]
+ROOT = Path(__file__).resolve().parents[1]
+STORE_META = {
+    "encoder": {"backend": "toy", "name": "toy"},
+    "layers": [0, 2, 4],
+    "dim": 8,
+    "frame_rate": 50.0,
+    "manifest_checksum": "abc",
+}
+"""A small store identity for store tests (3 of 5 layers)."""
+
+
+def train_process(argv: list[str], stderr: int = subprocess.STDOUT, **kw) -> subprocess.Popen:
+    """``python -m cta_rnn.train argv`` in a child process (one thread), stdout piped as text."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cta_rnn.train", *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        **kw,
+    )
 
 
 def toy_utterance(
