@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cta_rnn.artifacts import SPLITS, read_splits
+from cta_rnn.artifacts import read_splits
 from cta_rnn.feature_cache import FeatureSource, SplitData, plan_epoch, plan_eval
 from cta_rnn.normalisation import FeatureNormalizer, running_stats
 from cta_rnn.store import EmbeddingStore
@@ -109,18 +109,18 @@ def make_loaders(
     world_size: int = 1,
 ) -> dict[str, DataLoader]:
     """Loaders of planned batches: training (shuffled or sorted or balanced, cropped) and evaluation (whole)."""
-    data = {s: split_data(splits[s], labels, normalizer) for s in SPLITS}
-    train_frames = source.frames(data["train"].ids)
+    train = split_data(splits["train"], labels, normalizer)
+    train_frames = source.frames(train.ids)
     weights = None
     if sorting == "balanced":
-        counts = pd.Series(data["train"].labels).value_counts()
-        weights = [1.0 / counts[y] for y in data["train"].labels]
+        counts = pd.Series(train.labels).value_counts()
+        weights = [1.0 / counts[y] for y in train.labels]
 
     def plan_train(epoch: int) -> list:
         gen = torch.Generator().manual_seed(int(seed) * 1000 + int(epoch))
         return plan_epoch(train_frames, batch_size, gen, sorting, crop, weights, rank, world_size)
 
-    loaders = {"train": source.loader(data["train"], plan_train)}
+    loaders = {"train": source.loader(train, plan_train)}
     for s in ("valid", "test"):
         loaders[s] = eval_loader(source, splits[s], labels, normalizer, eval_batch_size)
     return loaders

@@ -303,9 +303,10 @@ class FeatureSource:
 
     def loader(self, split: SplitData, planner: Callable[[int], list[list[Item]]]) -> DataLoader:
         """A DataLoader of planned :class:`Batch` es over ``split`` (items are whole batches)."""
-        source = self.table if self.table is not None else StoreReader(self.store, split.ids)
         if self.table is not None:  # the table is indexed by fold row: plan in split rows, map to table rows
             source = _RowMapped(self.table, [self.row[u] for u in split.ids])
+        else:
+            source = StoreReader(self.store, split.ids)
         ds = BatchDataset(source, split.ids, split.labels, split.speakers, planner)
         return DataLoader(
             ds,

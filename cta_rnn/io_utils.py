@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -43,3 +44,38 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_to_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Atomically write a DataFrame as CSV without the index."""
     atomic_write_text(path, df.to_csv(index=False))
+
+
+class LockHeld(RuntimeError):
+    """Another live process holds a pid lock; ``pid`` is what it wrote into the lock file."""
+
+    def __init__(self, path: Path, pid: str) -> None:
+        super().__init__(f"{path}: held by pid {pid}")
+        self.path, self.pid = path, pid
+
+
+def lock_holder(f: IO[str]) -> str:
+    """The pid written in an open lock file ('?' when empty)."""
+    f.seek(0)
+    return f.read().strip() or "?"
+
+
+def take_pid_lock(path: str | os.PathLike) -> IO[str]:
+    """Take an exclusive advisory lock (``fcntl.flock``) on ``path`` and write our pid into it.
+
+    Released when the returned file is closed, or by the OS when the process dies (a kill leaves the file,
+    not the lock). Raises :class:`LockHeld` at once when another process holds it.
+    """
+    path = Path(path)
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = lock_holder(f)
+        f.close()
+        raise LockHeld(path, pid) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f

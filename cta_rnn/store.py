@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from cta_rnn.artifacts import STORE_IDENTITY_KEYS
-from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, atomic_write_text
+from cta_rnn.io_utils import LockHeld, atomic_to_csv, atomic_write_json, atomic_write_text, lock_holder, take_pid_lock
 
 DTYPE = np.float16
 REBUILD = "rebuild it with `cta-rnn dump ... --force`"
@@ -113,28 +113,16 @@ def _lock_path(root: Path, rank: int) -> Path:
     return root / f"lock_r{rank}"
 
 
-def _holder(f: IO[str]) -> str:
-    f.seek(0)
-    return f.read().strip() or "?"
-
-
 def acquire_lock(root: str | os.PathLike, rank: int) -> IO[str]:
     """Take the exclusive writer lock of ``rank`` (released on close, or by the OS when the process dies)."""
     root = Path(root)
-    f = open(_lock_path(root, rank), "a+", encoding="utf-8")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pid = _holder(f)
-        f.close()
+        f = take_pid_lock(_lock_path(root, rank))
+    except LockHeld as held:
         raise StoreLockedError(
-            f"{root}: rank {rank} of this store is being written by another process (pid {pid}); "
+            f"{root}: rank {rank} of this store is being written by another process (pid {held.pid}); "
             "wait for it to finish or stop it"
         ) from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
     _HELD_LOCKS.add(f)
     return f
 
@@ -147,7 +135,7 @@ def held_locks(root: str | os.PathLike) -> list[tuple[int, str]]:
             try:
                 fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                held.append((int(path.name.removeprefix("lock_r")), _holder(f)))
+                held.append((int(path.name.removeprefix("lock_r")), lock_holder(f)))
     return held
 
 

@@ -19,7 +19,6 @@ A run does what its command line says or refuses with one line (``error: ...``, 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -49,7 +48,7 @@ from cta_rnn.hparams_schema import (
     yaml_keys,
 )
 from cta_rnn.hparams_schema import load_yaml as _load_yaml
-from cta_rnn.io_utils import atomic_write_json
+from cta_rnn.io_utils import LockHeld, atomic_write_json, take_pid_lock
 from cta_rnn.models import build_model
 from cta_rnn.store import EmbeddingStore, StoreError, is_complete
 
@@ -118,19 +117,13 @@ def fold_lock(fold_dir: Path) -> Iterator[None]:
         return
     fold_dir.mkdir(parents=True, exist_ok=True)
     path = fold_dir / LOCK
-    with open(path, "a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            raise RunRefused(
-                f"{fold_dir}: already being trained by pid {holder} (lock {path}); wait for it or stop it"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+    try:
+        f = take_pid_lock(path)
+    except LockHeld as held:
+        raise RunRefused(
+            f"{fold_dir}: already being trained by pid {held.pid} (lock {path}); wait for it or stop it"
+        ) from None
+    with f:
         yield
 
 
