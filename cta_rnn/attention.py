@@ -60,21 +60,29 @@ class ChannelAttention(nn.Module):
         return x, gate
 
 
+FUSIONS = ("sum", "mean", "weighted", "concat")
+
+
 class LayerFusion(nn.Module):
-    """Fuse (B, L, T, D) into (B, T, D): ``sum`` of (gated) layers, ``mean``, or ``weighted`` (learnable 1x1 conv)."""
+    """Fuse (B, L, T, D) into (B, T, D): ``sum`` of (gated) layers, ``mean``, or ``weighted`` (learnable 1x1 conv);
+    or into (B, T, L*D): ``concat`` of the (gated) layers, so that what follows weighs each layer's features
+    with its own weights."""
 
     def __init__(self, num_layers: int, mode: str = "sum") -> None:
         super().__init__()
-        if mode not in ("sum", "mean", "weighted"):
-            raise ValueError(f"unknown layer fusion {mode!r}: use sum, mean or weighted")
+        if mode not in FUSIONS:
+            raise ValueError(f"unknown layer fusion {mode!r}: use one of {', '.join(FUSIONS)}")
         self.mode = mode
         self.weight = nn.Parameter(torch.full((num_layers,), 1.0 / num_layers)) if mode == "weighted" else None
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         """Fuse the layer axis of x (B, L, T, D), each layer first scaled by ``gate`` (B, L) when given.
 
-        One pass over x: the gated stack is never materialised.
+        One pass over x: the gated stack is never materialised (except for ``concat``, whose output it is).
         """
+        if self.mode == "concat":
+            x = x if gate is None else x * gate[:, :, None, None]
+            return x.transpose(1, 2).flatten(2)
         weights = x.new_ones(x.shape[0], x.shape[1]) if gate is None else gate
         if self.mode == "mean":
             weights = weights / x.shape[1]

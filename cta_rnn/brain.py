@@ -45,6 +45,7 @@ class EmotionBrain(sb.Brain):
     """
 
     train_batches = None
+    evaluating = "test"
 
     def init_optimizers(self) -> None:
         """Adam plus ReduceLROnPlateau on validation UA, both checkpointed."""
@@ -54,6 +55,15 @@ class EmotionBrain(sb.Brain):
         )
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
+
+    def on_evaluate_start(self, max_key: str | None = None, min_key: str | None = None) -> None:
+        """Recover the best checkpoint, then (``average_checkpoints`` > 1) average the model over the N best."""
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+        n = int(getattr(self.hparams, "average_checkpoints", 1))
+        if n > 1:
+            from cta_rnn.checkpoint import best_model_state
+
+            self.modules.model.load_state_dict(best_model_state(self.checkpointer, n, str(self.device)))
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and attention weights for a batch."""
@@ -119,19 +129,36 @@ class EmotionBrain(sb.Brain):
                 stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats
             )
             self.checkpointer.save_and_keep_only(
-                meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch}, max_keys=["UA"], num_to_keep=1
+                meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch},
+                max_keys=["UA"],
+                num_to_keep=max(1, int(getattr(self.hparams, "average_checkpoints", 1))),
             )
             if if_main_process():  # SpeechBrain writes CKPT.yaml first: mark checkpoints whose files are all there
                 for ckpt in self.checkpointer.list_checkpoints():
                     (ckpt.path / COMPLETE).touch()
+        elif self.evaluating == "valid":
+            self.valid_stats = stats
         else:
             if getattr(self.hparams, "train_logger", None) is not None:
                 self.hparams.train_logger.log_stats(
-                    stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+                    stats_meta={"Epoch loaded": self.hparams.epoch_counter.current, **self.tested_meta()},
+                    valid_stats=getattr(self, "valid_stats", None),
+                    test_stats=stats,
                 )
             self.test_stats = stats
             if if_main_process() and getattr(self.hparams, "predictions_dir", None):
                 write_predictions(self.hparams.predictions_dir, self.predictions_frame())
+
+    def evaluate(self, test_set: Any, max_key: str | None = None, min_key: str | None = None, **kwargs: Any) -> Any:
+        """Brain.evaluate; ``split="valid"`` scores the tested model on validation data (no log line, no
+        predictions.csv), the default ``"test"`` logs the scores and writes the predictions."""
+        self.evaluating = kwargs.pop("split", "test")
+        return super().evaluate(test_set, max_key=max_key, min_key=min_key, **kwargs)
+
+    def tested_meta(self) -> dict[str, Any]:
+        """How the tested model was made, for the training log."""
+        n = int(getattr(self.hparams, "average_checkpoints", 1))
+        return {"averaged checkpoints": n} if n > 1 else {}
 
     def predictions_frame(self) -> pd.DataFrame:
         """Predictions of the collected utterances in the predictions.csv contract."""

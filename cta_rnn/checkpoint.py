@@ -1,19 +1,34 @@
-"""Rebuild a trained fold model: ``model.json`` + the best SpeechBrain checkpoint by validation UA."""
+"""Rebuild a trained fold model: ``model.json`` + its best SpeechBrain checkpoints by validation UA.
+
+A fold trained with ``average_checkpoints: N`` (recorded in ``model.json``) is the parameter average of its N
+best checkpoints by validation UA (ESPnet/SpeechBrain practice), in training's test stage and here alike.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from speechbrain.utils.checkpoints import Checkpointer
+from speechbrain.utils.checkpoints import Checkpointer, average_checkpoints
 
 from cta_rnn.artifacts import read_model_spec, read_test_results
 from cta_rnn.models import build_model
 
 logger = logging.getLogger("cta_rnn.checkpoint")
+
+
+def best_model_state(checkpointer: Checkpointer, n: int = 1, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The model parameters of the best checkpoint by validation UA, or the average of the ``n`` best."""
+    ckpts = checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=max(1, int(n)))
+    if not ckpts:
+        raise FileNotFoundError(f"{checkpointer.checkpoints_dir}: no checkpoint with a validation UA")
+    if len(ckpts) == 1:
+        return torch.load(ckpts[0].paramfiles["model"], map_location=device, weights_only=True)
+    return average_checkpoints(ckpts, "model", parameter_loader=partial(torch.load, weights_only=True))
 
 
 def load_fold_model(
@@ -33,8 +48,5 @@ def load_fold_model(
             )
         logger.warning("%s: training did not finish; using its best checkpoint so far", fold_dir)
     model = build_model(spec)
-    ckpt = Checkpointer(fold_dir / "save").find_checkpoint(max_key="UA")
-    if ckpt is None:
-        raise FileNotFoundError(f"{fold_dir / 'save'}: no checkpoint with a validation UA")
-    model.load_state_dict(torch.load(ckpt.paramfiles["model"], map_location=device, weights_only=True))
+    model.load_state_dict(best_model_state(Checkpointer(fold_dir / "save"), spec.get("average_checkpoints", 1), device))
     return model.to(device).eval(), spec

@@ -127,6 +127,7 @@ SCHEMA: dict[str, Key] = {
     "lr_factor": Key("a number > 0 and < 1", lambda v: _is_num(v) and 0 < v < 1),
     "early_stop_patience": integer(1),
     "num_workers": integer(0, identity=False),
+    "average_checkpoints": integer(1),
     "force": flag(identity=False),
     "model_class": string(),
     "model_kwargs_replace": flag(),

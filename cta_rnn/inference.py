@@ -7,9 +7,10 @@
     rec = EmotionRecognizer.from_dir("exp/cta_rnn_whisper_tiny_en_loso_speaker/fold1")   # no copy
 
 An exported folder holds ``hyperparams.yaml`` (SpeechBrain inference YAML: labels, encoder spec, the model
-and a ``Pretrainer`` for ``model.ckpt``), ``model.ckpt`` (weights of the best validation-UA checkpoint,
-normalisation statistics included as buffers), ``model.json``, ``label_encoder.txt``, ``scores.json`` and a
-model card ``README.md``: a folder that can be pushed to a model hub as it is.
+and a ``Pretrainer`` for ``model.ckpt``), ``model.ckpt`` (weights of the best validation-UA checkpoint, or
+the average of the N best with ``average_checkpoints: N``; normalisation statistics included as buffers),
+``model.json``, ``label_encoder.txt``, ``scores.json`` and a model card ``README.md``: a folder that can be
+pushed to a model hub as it is.
 """
 
 from __future__ import annotations
@@ -138,9 +139,7 @@ class EmotionRecognizer(Pretrained):
             self.model.normalizer.set_speakers({"speaker": stats})
             speaker_idx = torch.zeros(hidden.shape[0], dtype=torch.long)
         lengths = frames.float() / hidden.shape[2]
-        logits, att = self.model(
-            hidden.to(self.device), lengths.to(self.device), speaker_idx, return_attention=True
-        )
+        logits, att = self.model(hidden.to(self.device), lengths.to(self.device), speaker_idx, return_attention=True)
         probs = torch.softmax(logits.float(), -1).cpu()
         return {
             "labels": [self.labels[i] for i in probs.argmax(1)],
@@ -252,6 +251,14 @@ def export_fold(
     return out_dir
 
 
+def tested_weights(scores: dict[str, Any]) -> str:
+    """Which checkpoint(s) the tested weights are, from test_results.json."""
+    epochs = scores.get("averaged_epochs") or []
+    if len(epochs) > 1:
+        return f"average of the {len(epochs)} best validation-UA checkpoints, epochs {', '.join(map(str, epochs))}"
+    return f"best validation UA, epoch {scores.get('best_epoch', '?')}"
+
+
 def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> str:
     """A short README for an exported model (a model hub's card)."""
     test = scores.get("test", {})
@@ -264,7 +271,7 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
         "",
         f"# {spec['model_class']} speech emotion recognizer",
         "",
-        f"Exported from `{fold_dir}` (best validation UA, epoch {scores.get('best_epoch', '?')})."
+        f"Exported from `{fold_dir}` ({tested_weights(scores)})."
         if scores
         else f"Exported from `{fold_dir}` **before its training finished** (`--allow_unfinished`): best checkpoint "
         "so far, never tested.",

@@ -32,7 +32,8 @@ class CTARNN(nn.Module):
         channel_attention: gate the layers (False = plain fusion, e.g. uniform average with fusion="mean").
         reduction: reduction ratio of the channel-attention MLP.
         feature_gate: add the SE-style gate over feature dims.
-        fusion: "sum" | "mean" | "weighted" (learnable per-layer weights).
+        fusion: "sum" | "mean" | "weighted" (learnable per-layer weights) | "concat" (layers side by side:
+            L*D features, each layer's with its own weights in the projection or the RNN).
         rnn_hidden, rnn_layers: BiLSTM size per direction (0 hidden = no RNN).
         pooling: "attention" (temporal attention) | "mean" (masked mean).
         input_proj: optional linear projection of the fused features before the RNN (0 = none).
@@ -69,10 +70,10 @@ class CTARNN(nn.Module):
         self.normalizer = FeatureNormalizer(num_layers, input_dim, normalization)
         self.channel = ChannelAttention(num_layers, input_dim, reduction, feature_gate) if channel_attention else None
         self.fusion = LayerFusion(num_layers, fusion)
-        feat = input_dim
+        feat = input_dim * num_layers if fusion == "concat" else input_dim
         self.proj = None
         if input_proj:
-            self.proj = nn.Sequential(nn.Linear(input_dim, input_proj), nn.ReLU(), nn.Dropout(dropout))
+            self.proj = nn.Sequential(nn.Linear(feat, input_proj), nn.ReLU(), nn.Dropout(dropout))
             feat = input_proj
         self.rnn = None
         if rnn_hidden:

@@ -219,6 +219,7 @@ def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]
         "dim": store.dim,
         "frame_rate": store.frame_rate,
         "max_train_seconds": hparams.get("max_train_seconds"),
+        "average_checkpoints": int(hparams.get("average_checkpoints") or 1),
         "encoder": store.meta.get("encoder"),
     }
 
@@ -273,7 +274,8 @@ def prepare_model(
 def train_and_test(
     hparams: dict[str, Any], run_opts: dict[str, Any], model: torch.nn.Module, loaders: dict
 ) -> dict[str, Any]:
-    """Fit with the best checkpoint kept by validation UA, then test it; returns test stats and checkpoint meta."""
+    """Fit keeping the best checkpoints by validation UA, then score the tested model (the best checkpoint, or the
+    average of the ``average_checkpoints`` best) on validation and test; returns the scores and epochs."""
     from cta_rnn.brain import EmotionBrain, remove_torn_checkpoints
 
     if if_main_process():
@@ -292,13 +294,16 @@ def train_and_test(
     )
     brain.train_batches = loaders["train"].dataset
     brain.fit(brain.hparams.epoch_counter, loaders["train"], loaders["valid"])
+    epochs_run = brain.hparams.epoch_counter.current
+    chosen = checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=int(hparams["average_checkpoints"]))
+    brain.evaluate(loaders["valid"], max_key="UA", split="valid")  # the model that is tested: best or averaged
     brain.evaluate(loaders["test"], max_key="UA")
-    best = checkpointer.find_checkpoint(max_key="UA")
     return {
         "test": brain.test_stats,
-        "best_epoch": best.meta.get("epoch") if best else None,
-        "valid_UA": best.meta.get("UA") if best else None,
-        "epochs_run": brain.hparams.epoch_counter.current,
+        "best_epoch": chosen[0].meta.get("epoch") if chosen else None,
+        "averaged_epochs": sorted(c.meta.get("epoch") for c in chosen),
+        "valid_UA": brain.valid_stats["UA"],
+        "epochs_run": epochs_run,
     }
 
 

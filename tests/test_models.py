@@ -7,13 +7,14 @@ import pytest
 import torch
 from toy_data import toy_utterance
 
-from cta_rnn.attention import ChannelAttention, TemporalAttention
+from cta_rnn.attention import ChannelAttention, LayerFusion, TemporalAttention
 from cta_rnn.models import CTARNN, RNNMeanPool, WeightedSumPool
 
 VARIANTS = {
     "cta_rnn": lambda: CTARNN(5, 16, 4),
     "feature_gate": lambda: CTARNN(5, 16, 4, feature_gate=True, fusion="weighted", input_proj=8),
     "no_ca_mean": lambda: CTARNN(5, 16, 4, channel_attention=False, fusion="mean"),
+    "concat": lambda: CTARNN(5, 16, 4, fusion="concat", input_proj=8, temporal_pool=2),
     "no_ta": lambda: CTARNN(5, 16, 4, pooling="mean"),
     "no_rnn": lambda: CTARNN(5, 16, 4, rnn_hidden=0),
     "pool3": lambda: CTARNN(5, 16, 4, temporal_pool=3, input_proj=8),
@@ -79,6 +80,15 @@ def test_blocks_ignore_masked_frames() -> None:
     pooled, w = ta(h, mask)
     pooled2, w2 = ta(h2, mask)
     assert torch.allclose(pooled, pooled2) and torch.all(w[0, 6:] == 0)
+
+
+def test_concat_fusion_puts_the_gated_layers_side_by_side() -> None:
+    x = torch.randn(2, 3, 7, 4)
+    gate = torch.rand(2, 3)
+    out = LayerFusion(3, "concat")(x, gate)
+    assert out.shape == (2, 7, 12)
+    for k in range(3):
+        assert torch.equal(out[:, :, 4 * k : 4 * (k + 1)], x[:, k] * gate[:, k, None, None])
 
 
 def test_rejects_wrong_input_shape() -> None:

@@ -1,0 +1,77 @@
+"""Checkpoint averaging (``average_checkpoints``): the N best by validation UA, in training's test and on reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+from toy_data import toy_manifest, write_toy_fold, write_toy_store
+
+from cta_rnn.checkpoint import best_model_state, load_fold_model
+from cta_rnn.models import build_model
+from cta_rnn.store import EmbeddingStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_YAML = ROOT / "recipes" / "shared" / "hparams" / "train.yaml"
+
+
+def test_average_of_the_n_best_by_ua_not_the_latest(tmp_path: Path) -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    ckpt = Checkpointer(tmp_path, recoverables={"model": model})
+    for value, ua in zip([1.0, 2.0, 3.0, 4.0, 5.0], [0.5, 0.9, 0.7, 0.8, 0.6]):
+        model.weight.data.fill_(value)
+        ckpt.save_checkpoint(meta={"UA": ua})
+    assert best_model_state(ckpt, 1)["weight"].item() == 2.0
+    assert best_model_state(ckpt, 3)["weight"].item() == pytest.approx((2.0 + 4.0 + 3.0) / 3)
+    assert best_model_state(ckpt, 9)["weight"].item() == pytest.approx(3.0)  # fewer kept: all of them
+
+
+def test_empty_save_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no checkpoint with a validation UA"):
+        best_model_state(Checkpointer(tmp_path / "save"), 3)
+
+
+def test_trained_fold_tests_and_reloads_the_averaged_model(tmp_path: Path) -> None:
+    from cta_rnn.train import main
+
+    m = toy_manifest(n_per_speaker=16, speakers=4)
+    write_toy_store(tmp_path / "store", m)
+    write_toy_fold(tmp_path / "fold1", m, "spk0", "spk1")
+    out = tmp_path / "exp" / "fold1"
+    main(
+        [
+            str(TRAIN_YAML),
+            f"--fold_dir={tmp_path / 'fold1'}",
+            f"--store_dir={tmp_path / 'store'}",
+            f"--output_folder={out}",
+            "--number_of_epochs=4",
+            "--average_checkpoints=3",
+            "--batch_size=8",
+            "--lr=0.005",
+            "--device=cpu",
+            "--model_kwargs={rnn_hidden: 32, attention_hidden: 16, classifier_hidden: 32}",
+        ]
+    )
+    res = json.loads((out / "test_results.json").read_text())
+    assert len(res["averaged_epochs"]) == 3 and res["epochs_run"] == 4
+    assert json.loads((out / "model.json").read_text())["average_checkpoints"] == 3
+
+    pred = pd.read_csv(out / "predictions.csv").set_index("ID")
+    store = EmbeddingStore(tmp_path / "store")
+    model, spec = load_fold_model(out)
+    single = build_model(spec)  # the best checkpoint alone
+    single.load_state_dict(best_model_state(Checkpointer(out / "save"), 1))
+    single.eval()
+    probs = [f"prob_{c}" for c in spec["labels"]]
+    differs = False
+    with torch.no_grad():
+        for uid in pred.index:
+            x = store.get(uid)[None].float()
+            p = torch.softmax(model(x, torch.ones(1)), -1)[0]
+            assert torch.allclose(p, torch.tensor(pred.loc[uid, probs].to_numpy(float), dtype=torch.float), atol=1e-5)
+            differs |= not torch.allclose(p, torch.softmax(single(x, torch.ones(1)), -1)[0], atol=1e-4)
+    assert differs, "the averaged model predicts exactly like the best checkpoint: nothing was averaged"
