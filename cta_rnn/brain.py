@@ -129,7 +129,7 @@ class EmotionBrain(sb.Brain):
                 stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats
             )
             self.checkpointer.save_and_keep_only(
-                meta={"UA": stats["UA"], "WA": stats["WA"], "epoch": epoch},
+                meta={"UA": stats["UA"], "WA": stats["WA"], "loss": stats["loss"], "epoch": epoch},
                 max_keys=["UA"],
                 num_to_keep=max(1, int(getattr(self.hparams, "average_checkpoints", 1))),
             )

@@ -5,8 +5,9 @@
 
 ``hparams/tune.yaml`` declares the grid: ``grid: {key: [values, ...], ...}`` (every combination is trained
 on the same folds). ``select`` picks the point with the best mean *validation* UA over folds (each fold's
-best checkpoint, as recorded in its test_results.json) and only then reports that point's test UA; the
-other points' test scores are not shown, so they cannot steer the choice.
+tested model, i.e. its best checkpoint or the average of its N best, as recorded in its test_results.json)
+and only then reports that point's test UA; the other points' test scores are not shown, so they cannot steer
+the choice.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def selection_markdown(sel: dict[str, Any]) -> str:
     lines = [
         "# Hyperparameter selection on validation data",
         "",
-        f"Folds {', '.join(map(str, sel['folds']))}; mean validation UA (best checkpoint of each fold).",
+        f"Folds {', '.join(map(str, sel['folds']))}; mean validation UA (the tested model of each fold).",
         "",
         "| point | mean valid UA (%) |",
         "|---|---:|",
