@@ -9,14 +9,11 @@ import pandas as pd
 import pytest
 import torch
 from speechbrain.utils.checkpoints import Checkpointer
-from toy_data import toy_manifest, write_toy_fold, write_toy_store
+from toy_data import toy_training_argv
 
 from cta_rnn.checkpoint import best_model_state, load_fold_model
 from cta_rnn.models import build_model
 from cta_rnn.store import EmbeddingStore
-
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_YAML = ROOT / "recipes" / "shared" / "hparams" / "train.yaml"
 
 
 def test_average_of_the_n_best_by_ua_not_the_latest(tmp_path: Path) -> None:
@@ -38,24 +35,9 @@ def test_empty_save_folder_is_named(tmp_path: Path) -> None:
 def test_trained_fold_tests_and_reloads_the_averaged_model(tmp_path: Path) -> None:
     from cta_rnn.train import main
 
-    m = toy_manifest(n_per_speaker=16, speakers=4)
-    write_toy_store(tmp_path / "store", m)
-    write_toy_fold(tmp_path / "fold1", m, "spk0", "spk1")
     out = tmp_path / "exp" / "fold1"
-    main(
-        [
-            str(TRAIN_YAML),
-            f"--fold_dir={tmp_path / 'fold1'}",
-            f"--store_dir={tmp_path / 'store'}",
-            f"--output_folder={out}",
-            "--number_of_epochs=4",
-            "--average_checkpoints=3",
-            "--batch_size=8",
-            "--lr=0.005",
-            "--device=cpu",
-            "--model_kwargs={rnn_hidden: 32, attention_hidden: 16, classifier_hidden: 32}",
-        ]
-    )
+    fast = ("--number_of_epochs=4", "--average_checkpoints=3", "--batch_size=8", "--lr=0.005")
+    main(toy_training_argv(tmp_path, out, *fast, n_per_speaker=16))
     res = json.loads((out / "test_results.json").read_text())
     assert len(res["averaged_epochs"]) == 3 and res["epochs_run"] == 4
     assert json.loads((out / "model.json").read_text())["average_checkpoints"] == 3

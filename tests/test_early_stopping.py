@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from speechbrain.utils.checkpoints import Checkpointer
-from toy_data import toy_manifest, write_toy_fold, write_toy_store
+from toy_data import toy_training_argv
 
 from cta_rnn.early_stopping import EpochCounterWithStopper
-
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_YAML = ROOT / "recipes" / "shared" / "hparams" / "train.yaml"
 
 
 def counter() -> EpochCounterWithStopper:
@@ -42,21 +39,8 @@ def test_training_checkpoints_hold_the_stopper_state(tmp_path: Path) -> None:
 
     from cta_rnn.train import main
 
-    m = toy_manifest(n_per_speaker=8, speakers=4)
-    write_toy_store(tmp_path / "store", m)
-    write_toy_fold(tmp_path / "fold1", m, "spk0", "spk1")
     out = tmp_path / "exp" / "fold1"
-    main(
-        [
-            str(TRAIN_YAML),
-            f"--fold_dir={tmp_path / 'fold1'}",
-            f"--store_dir={tmp_path / 'store'}",
-            f"--output_folder={out}",
-            "--number_of_epochs=3",
-            "--device=cpu",
-            "--model_kwargs={rnn_hidden: 16, attention_hidden: 8, classifier_hidden: 16}",
-        ]
-    )
+    main(toy_training_argv(tmp_path, out, "--number_of_epochs=3"))
     latest = max(Checkpointer(out / "save").list_checkpoints(), key=lambda c: c.meta["epoch"])
     state = yaml.safe_load((latest.path / "counter.ckpt").read_text())
     assert state["current_epoch"] == 3 and state["should_stop"] is False

@@ -108,3 +108,19 @@ def write_toy_fold(fold_dir: Path, manifest: pd.DataFrame, test_speaker: str, va
     for name, df in (("train", train), ("valid", valid), ("test", test)):
         atomic_to_csv(df, fold_dir / f"{name}.csv")
     return fold_dir
+
+
+def toy_training_argv(root: Path, out: Path, *overrides: str, n_per_speaker: int = 8) -> list[str]:
+    """Write a 4-speaker toy store + fold under ``root``; the ``cta_rnn.train`` arguments of a small CPU run."""
+    m = toy_manifest(n_per_speaker=n_per_speaker, speakers=4)
+    write_toy_store(root / "store", m)
+    write_toy_fold(root / "fold1", m, "spk0", "spk1")
+    return [
+        str(ROOT / "recipes" / "shared" / "hparams" / "train.yaml"),
+        f"--fold_dir={root / 'fold1'}",
+        f"--store_dir={root / 'store'}",
+        f"--output_folder={out}",
+        "--device=cpu",
+        "--model_kwargs={rnn_hidden: 32, attention_hidden: 16, classifier_hidden: 32}",
+        *overrides,
+    ]
