@@ -40,6 +40,8 @@ class CTARNN(nn.Module):
         dropout: dropout on RNN outputs and in the classifier.
         normalization: "global" | "speaker" | "none" (see cta_rnn.normalisation.FeatureNormalizer).
         temporal_pool: average every k fused frames (masked) before the RNN: 50 Hz -> 25 Hz with 2.
+        input_mean: also give the classifier the masked mean of the (projected) fused frames, beside the
+            attention-pooled RNN outputs (an utterance-statistics skip around the BiLSTM).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class CTARNN(nn.Module):
         activation: str = "relu",
         normalization: str = "global",
         temporal_pool: int = 1,
+        input_mean: bool = False,
     ) -> None:
         super().__init__()
         self.temporal_pool = int(temporal_pool)
@@ -88,7 +91,9 @@ class CTARNN(nn.Module):
             feat = 2 * rnn_hidden
         self.rnn_dropout = nn.Dropout(dropout)
         self.temporal = TemporalAttention(feat, attention_hidden) if pooling == "attention" else None
-        self.classifier = Classifier(feat, num_classes, classifier_hidden, dropout, activation)
+        self.input_mean = bool(input_mean)
+        skip = (input_proj or (input_dim * num_layers if fusion == "concat" else input_dim)) if input_mean else 0
+        self.classifier = Classifier(feat + skip, num_classes, classifier_hidden, dropout, activation)
 
     def forward(
         self,
@@ -117,6 +122,7 @@ class CTARNN(nn.Module):
         if self.proj is not None:
             h = self.proj(h)
         full_mask = mask
+        skip = masked_mean(h, mask[:, :, None], dim=1) if self.input_mean else None
         if self.temporal_pool > 1:
             h, lengths, mask = pool_frames(h, mask, self.temporal_pool)
             frames = h.shape[1]
@@ -132,6 +138,8 @@ class CTARNN(nn.Module):
             att["temporal"] = mask.float() / mask.float().sum(1, keepdim=True)
         if self.temporal_pool > 1:
             att["temporal"] = unpool_weights(att["temporal"], full_mask, self.temporal_pool)
+        if skip is not None:
+            pooled = torch.cat([pooled, skip], dim=-1)
         logits = self.classifier(pooled)
         return (logits, att) if return_attention else logits
 
@@ -161,16 +169,17 @@ def unpool_weights(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
 class RNNMeanPool(CTARNN):
     """Baseline: uniform average of the given layers (one layer = single-layer model) -> BiLSTM -> mean pooling.
 
-    Takes CTARNN's keyword arguments except the three that define it (channel_attention, fusion, pooling).
+    Takes CTARNN's keyword arguments; the three that define it (channel_attention, fusion, pooling) may only be
+    given with the values it fixes (its YAMLs restate ``fusion: mean`` over a recipe's own fusion).
     """
 
     FIXED = {"channel_attention": False, "fusion": "mean", "pooling": "mean"}
 
     def __init__(self, num_layers: int, input_dim: int, num_classes: int = 4, **kwargs: Any) -> None:
-        clash = sorted(k for k in self.FIXED if k in kwargs)
+        clash = sorted(k for k in self.FIXED if k in kwargs and kwargs[k] != self.FIXED[k])
         if clash:
             raise TypeError(f"RNNMeanPool fixes {clash} (channel_attention=False, fusion=mean, pooling=mean)")
-        super().__init__(num_layers, input_dim, num_classes, **kwargs, **self.FIXED)
+        super().__init__(num_layers, input_dim, num_classes, **{**kwargs, **self.FIXED})
 
 
 class WeightedSumPool(nn.Module):

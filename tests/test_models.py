@@ -15,6 +15,7 @@ VARIANTS = {
     "feature_gate": lambda: CTARNN(5, 16, 4, feature_gate=True, fusion="weighted", input_proj=8),
     "no_ca_mean": lambda: CTARNN(5, 16, 4, channel_attention=False, fusion="mean"),
     "concat": lambda: CTARNN(5, 16, 4, fusion="concat", input_proj=8, temporal_pool=2),
+    "input_mean": lambda: CTARNN(5, 16, 4, fusion="concat", input_mean=True),
     "no_ta": lambda: CTARNN(5, 16, 4, pooling="mean"),
     "no_rnn": lambda: CTARNN(5, 16, 4, rnn_hidden=0),
     "pool3": lambda: CTARNN(5, 16, 4, temporal_pool=3, input_proj=8),
@@ -89,6 +90,12 @@ def test_concat_fusion_puts_the_gated_layers_side_by_side() -> None:
     assert out.shape == (2, 7, 12)
     for k in range(3):
         assert torch.equal(out[:, :, 4 * k : 4 * (k + 1)], x[:, k] * gate[:, k, None, None])
+
+
+def test_rnn_mean_pool_takes_only_the_values_it_fixes() -> None:
+    assert RNNMeanPool(5, 16, 4, fusion="mean").fusion.mode == "mean"
+    with pytest.raises(TypeError, match=r"RNNMeanPool fixes \['fusion'\]"):
+        RNNMeanPool(5, 16, 4, fusion="concat")
 
 
 def test_rejects_wrong_input_shape() -> None:
