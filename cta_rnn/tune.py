@@ -66,7 +66,8 @@ def select(exps: Sequence[Path]) -> dict[str, Any]:
     common = sorted(set.intersection(*(set(s) for s in scores.values()))) if scores else []
     if not common:
         raise ValueError(f"no fold finished by every tuned experiment: {[str(e) for e in exps]}")
-    valid = {name: float(np.mean([s[k]["valid_UA"] for k in common])) for name, s in scores.items()}
+    # rounded: equal per-fold scores summed in another order are a tie, not a float-noise win
+    valid = {name: round(float(np.mean([s[k]["valid_UA"] for k in common])), 9) for name, s in scores.items()}
     best = max(valid, key=lambda n: (valid[n], -list(valid).index(n)))  # ties: the first declared point
     test = [scores[best][k]["test_UA"] for k in common]
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cta_rnn import paired, tune
@@ -58,6 +59,18 @@ def test_selection_uses_validation_only(tmp_path: Path) -> None:
     assert sel["test_UA_mean"] == pytest.approx(0.55)
     md = tune.selection_markdown(sel)
     assert "a **(chosen)**" in md and "90.00" not in md  # b's test score is never shown
+
+
+def test_equal_validation_keeps_the_first_declared_point(tmp_path: Path) -> None:
+    """Per-fold UAs that are a permutation of each other tie (their float means may differ in the last bit)."""
+    folds = [c / 44 for c in (36, 41, 41, 43, 39, 39, 38, 38, 41, 41)]  # correct clips of 44, as in the mini recipe
+    other = [c / 44 for c in (34, 42, 41, 42, 40, 38, 38, 41, 40, 41)]
+    for name, valid in (("first", folds), ("second", other)):
+        for k, v in enumerate(valid, 1):
+            write_test_results(tmp_path / name / f"fold{k}", {"valid_UA": v, "test": {"UA": 0.5}})
+    assert np.mean(folds) != np.mean(other)  # the float means differ in the last bit
+    assert tune.select([tmp_path / "first", tmp_path / "second"])["chosen"] == "first"
+    assert tune.select([tmp_path / "second", tmp_path / "first"])["chosen"] == "second"
 
 
 def test_a_fold_subset_is_labelled_wherever_its_score_is_printed(tmp_path: Path) -> None:
