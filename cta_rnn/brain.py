@@ -59,11 +59,10 @@ class EmotionBrain(sb.Brain):
     def on_evaluate_start(self, max_key: str | None = None, min_key: str | None = None) -> None:
         """Recover the best checkpoint, then (``average_checkpoints`` > 1) average the model over the N best."""
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        n = int(getattr(self.hparams, "average_checkpoints", 1))
-        if n > 1:
+        if self.averaged > 1:
             from cta_rnn.checkpoint import best_model_state
 
-            self.modules.model.load_state_dict(best_model_state(self.checkpointer, n, str(self.device)))
+            self.modules.model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device)))
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and attention weights for a batch."""
@@ -131,7 +130,7 @@ class EmotionBrain(sb.Brain):
             self.checkpointer.save_and_keep_only(
                 meta={"UA": stats["UA"], "WA": stats["WA"], "loss": stats["loss"], "epoch": epoch},
                 max_keys=["UA"],
-                num_to_keep=max(1, int(getattr(self.hparams, "average_checkpoints", 1))),
+                num_to_keep=self.averaged,
             )
             if if_main_process():  # SpeechBrain writes CKPT.yaml first: mark checkpoints whose files are all there
                 for ckpt in self.checkpointer.list_checkpoints():
@@ -155,10 +154,14 @@ class EmotionBrain(sb.Brain):
         self.evaluating = kwargs.pop("split", "test")
         return super().evaluate(test_set, max_key=max_key, min_key=min_key, **kwargs)
 
+    @property
+    def averaged(self) -> int:
+        """How many of the best checkpoints by validation UA are kept and averaged into the tested model."""
+        return max(1, int(getattr(self.hparams, "average_checkpoints", 1)))
+
     def tested_meta(self) -> dict[str, Any]:
         """How the tested model was made, for the training log."""
-        n = int(getattr(self.hparams, "average_checkpoints", 1))
-        return {"averaged checkpoints": n} if n > 1 else {}
+        return {"averaged checkpoints": self.averaged} if self.averaged > 1 else {}
 
     def predictions_frame(self) -> pd.DataFrame:
         """Predictions of the collected utterances in the predictions.csv contract."""

@@ -21,9 +21,14 @@ from cta_rnn.models import build_model
 logger = logging.getLogger("cta_rnn.checkpoint")
 
 
+def best_checkpoints(checkpointer: Checkpointer, n: int = 1) -> list[Any]:
+    """The ``n`` best checkpoints by validation UA, best first (the ones the tested model is made of)."""
+    return checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=max(1, int(n)))
+
+
 def best_model_state(checkpointer: Checkpointer, n: int = 1, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The model parameters of the best checkpoint by validation UA, or the average of the ``n`` best."""
-    ckpts = checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=max(1, int(n)))
+    ckpts = best_checkpoints(checkpointer, n)
     if not ckpts:
         raise FileNotFoundError(f"{checkpointer.checkpoints_dir}: no checkpoint with a validation UA")
     if len(ckpts) == 1:

@@ -78,6 +78,7 @@ class CTARNN(nn.Module):
         if input_proj:
             self.proj = nn.Sequential(nn.Linear(feat, input_proj), nn.ReLU(), nn.Dropout(dropout))
             feat = input_proj
+        skip = feat if input_mean else 0  # width of the (projected) fused frames, averaged for the classifier
         self.rnn = None
         if rnn_hidden:
             self.rnn = nn.LSTM(
@@ -92,7 +93,6 @@ class CTARNN(nn.Module):
         self.rnn_dropout = nn.Dropout(dropout)
         self.temporal = TemporalAttention(feat, attention_hidden) if pooling == "attention" else None
         self.input_mean = bool(input_mean)
-        skip = (input_proj or (input_dim * num_layers if fusion == "concat" else input_dim)) if input_mean else 0
         self.classifier = Classifier(feat + skip, num_classes, classifier_hidden, dropout, activation)
 
     def forward(

@@ -277,6 +277,7 @@ def train_and_test(
     """Fit keeping the best checkpoints by validation UA, then score the tested model (the best checkpoint, or the
     average of the ``average_checkpoints`` best) on validation and test; returns the scores and epochs."""
     from cta_rnn.brain import EmotionBrain, remove_torn_checkpoints
+    from cta_rnn.checkpoint import best_checkpoints
 
     if if_main_process():
         for name in remove_torn_checkpoints(hparams["save_folder"]):
@@ -295,7 +296,7 @@ def train_and_test(
     brain.train_batches = loaders["train"].dataset
     brain.fit(brain.hparams.epoch_counter, loaders["train"], loaders["valid"])
     epochs_run = brain.hparams.epoch_counter.current
-    chosen = checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=int(hparams["average_checkpoints"]))
+    chosen = best_checkpoints(checkpointer, brain.averaged)
     brain.evaluate(loaders["valid"], max_key="UA", split="valid")  # the model that is tested: best or averaged
     brain.evaluate(loaders["test"], max_key="UA")
     return {
