@@ -62,7 +62,7 @@ def test_selection_uses_validation_only(tmp_path: Path) -> None:
 
 
 def test_equal_validation_keeps_the_first_declared_point(tmp_path: Path) -> None:
-    """Per-fold UAs that are a permutation of each other tie (their float means may differ in the last bit)."""
+    """Per-fold UAs with the same sum tie (their float means may still differ in the last bit)."""
     folds = [c / 44 for c in (36, 41, 41, 43, 39, 39, 38, 38, 41, 41)]  # correct clips of 44, as in the mini recipe
     other = [c / 44 for c in (34, 42, 41, 42, 40, 38, 38, 41, 40, 41)]
     for name, valid in (("first", folds), ("second", other)):
