@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cta_rnn import device as device_mod
 from cta_rnn.artifacts import read_manifest
 from cta_rnn.audio import AudioError, load_audio
 from cta_rnn.io_utils import atomic_to_csv
@@ -163,7 +164,7 @@ def stage_batch(hidden: torch.Tensor, frames: Sequence[int], ids: list[str]) -> 
         pos += h.numel()
     flags = torch.empty(finite.shape, dtype=torch.bool, pin_memory=True).copy_(finite, non_blocking=True)
     ready = torch.cuda.Event()
-    ready.record()
+    ready.record(torch.cuda.current_stream(hidden.device))  # the stream that issued the copies, not device 0's
     return StagedBatch(ids, arrays, flags, ready)
 
 
@@ -224,6 +225,26 @@ def encode_batch(encoder: Any, batch: dict[str, Any], device: str) -> tuple[torc
     return hidden, [int(n) for n in frames.tolist()]
 
 
+def encode_finite(encoder: Any, batch: dict[str, Any], device: str) -> tuple[torch.Tensor, list[int], bool]:
+    """:func:`encode_batch`, re-run in float32 when reduced-precision compute gave non-finite states.
+
+    float16 autocast (the CUDA default, see :func:`cta_rnn.device.auto_dtype`) can overflow inside a large
+    encoder on an utterance the float32 path encodes; such a batch is encoded again in float32 instead of
+    stopping the dump. Returns the states, frame counts and whether the retry was needed.
+    """
+    hidden, frames = encode_batch(encoder, batch, device)
+    reduced = getattr(encoder, "dtype_name", "float32") not in ("float32", "fp32")
+    if not reduced or bool(torch.isfinite(hidden).all()):
+        return hidden, frames, False
+    saved = encoder.dtype_name
+    encoder.dtype_name = "float32"
+    try:
+        hidden, frames = encode_batch(encoder, batch, device)
+    finally:
+        encoder.dtype_name = saved
+    return hidden, frames, True
+
+
 def make_loader(
     todo: pd.DataFrame, encoder: Any, batch_seconds: float, num_workers: int, device: str, max_duration: float | None
 ) -> DataLoader:
@@ -281,7 +302,12 @@ def dump(
             for batch in iterate_batches(loader):
                 skipped += audio_errors(batch, on_error)
                 if batch["ids"]:
-                    hidden, frames = encode_batch(encoder, batch, device)
+                    hidden, frames, retried = encode_finite(encoder, batch, device)
+                    if retried:
+                        summary["float32_retries"] = summary.get("float32_retries", 0) + len(batch["ids"])
+                        logger.warning(
+                            "non-finite %s states: re-encoded in float32: %s", encoder.dtype_name, batch["ids"]
+                        )
                     sink.put(stage_batch(hidden, frames, batch["ids"]))
                     summary["encoded"] += len(batch["ids"])
                     summary["audio_s"] += sum(batch["samples"]) / encoder.sample_rate
@@ -339,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="manifest CSV (ID, wav, duration, ...)")
     p.add_argument("--encoder", required=True, help="encoder YAML (hparams/encoder/<name>.yaml)")
     p.add_argument("--out", required=True, help="store folder, e.g. dump/<encoder name>")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda (cuda:LOCAL_RANK under torchrun) | cuda:N (default: auto)"
+    )
     p.add_argument("--batch_seconds", type=float, default=60.0, help="padded audio seconds per batch")
     p.add_argument("--num_workers", type=int, default=1, help="audio loading workers")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -391,8 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, out: Path) -> int:
     """The dump command after argument parsing."""
-    shard = args.shard if args.shard is not None else int(os.environ.get("RANK", 0))
-    num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        shard, num_shards = device_mod.dump_shard(args.shard, args.num_shards, os.environ)
+        device = device_mod.resolve_device(args.device, device_mod.facts())
+    except device_mod.DeviceError as err:
+        raise SystemExit(f"cta-rnn dump: {err}") from None
+    args.device = str(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # this writer's GPU is the current one (streams, events, autocast)
     try:
         manifest = read_manifest(args.manifest)
     except pd.errors.EmptyDataError:

@@ -5,7 +5,9 @@ features of the utterances a fold uses (only the layers asked for) are held in o
 automatically (``cache: auto``) and reported in the log:
 
 - ``gpu``: one frame-major fp16 tensor (frames, layers, dim) on the GPU; crops and padding are one gather there;
-- ``ram``: the same tensor in host RAM (pinned when a GPU is used), gathered in the main process;
+- ``ram``: the same tensor in (pageable) host RAM, gathered in the main process into a pinned batch buffer when
+  a GPU is used (so the batch's copy to the GPU is asynchronous; pinning the whole table would ask the CUDA host
+  allocator for the next power of two of locked memory: 128 GiB for a 70-100 GB table);
 - ``stream``: fp16 crops read from the store's memory maps in DataLoader workers (when nothing else fits).
 
 fp16 travels everywhere (the model converts to float32 on its device). Batches are planned in the main
@@ -24,13 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cta_rnn import device as dev
 from cta_rnn.store import EmbeddingStore
 
 logger = logging.getLogger("cta_rnn.feature_cache")
-
-MODES = ("auto", "gpu", "ram", "stream")
-SAFETY = 0.8
-"""Share of the free GPU memory (or available RAM) a cache may take."""
 
 Item = tuple[int, int, int]
 """(utterance row, first frame, frame count) of one batch element."""
@@ -73,19 +72,18 @@ def cache_bytes(store: EmbeddingStore, ids: Sequence[str]) -> int:
     return sum(store.frames(u) for u in ids) * store.num_layers * store.dim * 2
 
 
-def choose_mode(mode: str, nbytes: int, device: torch.device) -> str:
-    """The cache mode for ``nbytes`` of features: gpu if it fits there, else ram if it fits, else stream."""
-    if mode not in MODES:
-        raise ValueError(f"cache must be one of {MODES}, got {mode!r}")
-    if mode != "auto":
-        if mode == "gpu" and device.type != "cuda":
-            raise ValueError(f"cache: gpu needs a CUDA device (training runs on {device})")
-        return mode
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        if nbytes < SAFETY * free - 2 * 2**30:  # leave room for the model and its activations
-            return "gpu"
-    return "ram" if nbytes < SAFETY * available_ram() else "stream"
+def choose_mode(mode: str, nbytes: int, device: torch.device, headroom: int = dev.BASE_HEADROOM) -> str:
+    """The cache mode for ``nbytes`` of features on ``device`` (see :func:`cta_rnn.device.choose_cache_mode`)."""
+    gpu_free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    return dev.choose_cache_mode(
+        mode,
+        nbytes,
+        device.type,
+        gpu_free=gpu_free,
+        ram_available=available_ram(),
+        headroom=headroom,
+        processes=dev.processes_per_gpu(os.environ) if device.type == "cuda" else 1,
+    )
 
 
 def available_ram() -> int:
@@ -133,17 +131,19 @@ class FrameTable:
     """The fp16 frames of some utterances, frame-major (frames, layers, dim), in one tensor; row ``-1`` is zeros."""
 
     def __init__(self, store: EmbeddingStore, ids: Sequence[str], device: torch.device, pin: bool = False) -> None:
+        """``pin``: batches gathered on the host go into pinned memory (for asynchronous copies to a GPU)."""
         counts = [store.frames(u) for u in ids]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         total = int(self.starts[-1])
         shape = (total + 1, store.num_layers, store.dim)
-        self.data = torch.empty(shape, dtype=torch.float16, device=device, pin_memory=pin and device.type == "cpu")
+        self.data = torch.empty(shape, dtype=torch.float16, device=device)
         self.data[total].zero_()
         self.pad_row = total
-        self.buffers = HostBuffers() if device.type == "cpu" and not pin else None
+        self.pin = pin and device.type == "cpu"
+        self.buffers = HostBuffers() if device.type == "cpu" and not self.pin else None
         for i, uid in enumerate(ids):  # store rows are (layers, frames, dim): transpose while copying
             frames = torch.from_numpy(store.read(uid)).permute(1, 0, 2)
-            self.data[self.starts[i] : self.starts[i + 1]].copy_(frames, non_blocking=True)
+            self.data[self.starts[i] : self.starts[i + 1]].copy_(frames)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -155,9 +155,12 @@ class FrameTable:
         idx = first[:, None] + torch.arange(longest)[None]
         idx = torch.where(torch.arange(longest)[None] < counts[:, None], idx, torch.full_like(idx, self.pad_row))
         shape = (len(items), longest, *self.data.shape[1:])
-        if self.buffers is None:  # on the GPU (caching allocator), or pinned host memory (CUDA's host cache)
+        if self.data.device.type != "cpu":  # on the GPU: one gather there (CUDA's caching allocator)
             return self.data[idx.to(self.data.device)], counts
-        out = self.buffers.empty(shape, self.data.dtype)
+        if self.pin:  # CUDA's caching host allocator reuses the block only once its copy to the GPU is done
+            out = torch.empty(shape, dtype=self.data.dtype, pin_memory=True)
+        else:
+            out = self.buffers.empty(shape, self.data.dtype)
         torch.index_select(self.data, 0, idx.flatten(), out=out.view(-1, *shape[2:]))
         return out, counts
 
@@ -275,11 +278,15 @@ class FeatureSource:
         device: torch.device | str,
         mode: str = "auto",
         num_workers: int = 0,
+        batch_size: int = 32,
     ) -> None:
+        """``batch_size``: the largest batch the model sees (its activations are left free on the GPU)."""
         self.store, self.device = store, torch.device(device)
         self.ids = list(dict.fromkeys(ids))
         nbytes = cache_bytes(store, self.ids)
-        self.mode = choose_mode(mode, nbytes, self.device)
+        longest = max((store.frames(u) for u in self.ids), default=0)
+        headroom = dev.gpu_headroom(dev.activation_bytes(batch_size, longest, store.num_layers, store.dim))
+        self.mode = choose_mode(mode, nbytes, self.device, headroom)
         self.num_workers = num_workers if self.mode == "stream" else 0
         self.table = None
         if self.mode != "stream":
@@ -320,6 +327,13 @@ class FeatureSource:
     def frames(self, ids: Sequence[str]) -> list[int]:
         """Valid frames of each utterance."""
         return [self.store.frames(u) for u in ids]
+
+    def release(self) -> None:
+        """Free the cache now (and hand a GPU table's memory back to the device for the next fold's cache)."""
+        on_gpu = self.table is not None and self.table.data.device.type == "cuda"
+        self.table = None
+        if on_gpu:
+            torch.cuda.empty_cache()
 
 
 class _RowMapped:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cta_rnn.device import auto_dtype
 from cta_rnn.encoders.base import LayerwiseEncoder, autocast_context, select_layers
 
 ENCODER_CLASSES = ("TransformerEncoder", "ConformerEncoder", "BranchformerEncoder", "ConmambaEncoder")
@@ -68,7 +69,7 @@ class SpeechBrainLayerwiseEncoder(LayerwiseEncoder):
         self.total_layers = len(self.encoder.layers) + 1
         self.layers = select_layers(layers, self.total_layers)
         self.num_layers = len(self.layers)
-        self.dtype_name = ("float16" if self.device.type == "cuda" else "float32") if dtype == "auto" else dtype
+        self.dtype_name = auto_dtype(self.device.type) if dtype == "auto" else dtype
         self.source, self.revision = str(source), revision
         self._captured: list[torch.Tensor] = []
         self.encoder.layers[0].register_forward_pre_hook(self._pre_hook, with_kwargs=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cta_rnn.device import auto_dtype
 from cta_rnn.encoders.base import (
     LayerwiseEncoder,
     autocast_context,
@@ -59,7 +60,7 @@ class SSLLayerwiseEncoder(LayerwiseEncoder):
         self.normalize = bool(getattr(self.extractor, "do_normalize", True))
         self.stride = math.prod(config.conv_stride)
         self.chunk_samples = int(max_chunk_s * self.sample_rate) if max_chunk_s else None
-        self.dtype_name = ("float16" if self.device.type == "cuda" else "float32") if dtype == "auto" else dtype
+        self.dtype_name = auto_dtype(self.device.type) if dtype == "auto" else dtype
         self.total_layers = config.num_hidden_layers + 1
         self.layers = select_layers(layers, self.total_layers)
         self.num_layers = len(self.layers)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torchaudio.compliance import kaldi
 
+from cta_rnn.device import auto_dtype
 from cta_rnn.encoders.base import LayerwiseEncoder, autocast_context, relative_to_samples, select_layers
 from cta_rnn.encoders.wenet_checkpoint import FbankOptions, WenetCheckpoint, WenetCheckpointError, read_checkpoint
 from cta_rnn.encoders.wenet_model import SUBSAMPLINGS, WenetEncoder, count_blocks, detect_input_layer, weight_problems
@@ -100,7 +101,7 @@ class WenetLayerwiseEncoder(LayerwiseEncoder):
         self.subsampling = SUBSAMPLINGS[self.config.input_layer]
         self.sample_rate = self.fbank.sample_rate
         self.min_samples = self.fbank.samples_for(self.subsampling.min_frames())
-        self.dtype_name = ("float16" if self.device.type == "cuda" else "float32") if dtype == "auto" else dtype
+        self.dtype_name = auto_dtype(self.device.type) if dtype == "auto" else dtype
         self.total_layers = self.config.num_blocks + 1
         self.layers = select_layers(layers, self.total_layers)
         self.num_layers = len(self.layers)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from cta_rnn.device import auto_dtype
 from cta_rnn.encoders.base import (
     LayerwiseEncoder,
     autocast_context,
@@ -70,7 +71,7 @@ class WhisperLayerwiseEncoder(LayerwiseEncoder):
         self.extractor = WhisperFeatureExtractor.from_pretrained(str(source), **kw)
         self.input_mode = input
         self.chunk_samples = int(max_chunk_s * self.sample_rate)
-        self.dtype_name = ("float16" if self.device.type == "cuda" else "float32") if dtype == "auto" else dtype
+        self.dtype_name = auto_dtype(self.device.type) if dtype == "auto" else dtype
         self.total_layers = len(self.encoder.layers) + 1
         self.layers = select_layers(layers, self.total_layers)
         self.num_layers = len(self.layers)
