@@ -12,7 +12,10 @@ training utterances (what an s3prl-style recipe pays every epoch): ``encoder_ove
 ``--shape``: a synthetic store of that encoder's shape in a temp folder (IEMOCAP-like lengths); the data
 path as training uses it (batches of 32 crops of 4 s, up to the tensor the model gets on its device) in
 every cache mode against a plain copy of the same fp16 bytes: ``read_over_memcpy`` = memcpy time / read
-time (1.0 = as fast as memcpy); the old float32 ``EmbeddingStore.get`` path is timed as the baseline.
+time (1.0 = as fast as memcpy); the old float32 ``EmbeddingStore.get`` path is timed as the baseline. For
+ram mode the host gather alone (``gather_over_memcpy``: what a GPU run waits for when the store does not fit
+on the GPU) and a bare fp16 ``index_select`` of the same rows are timed too. The memcpy baseline copies the
+same bytes in batch-sized pieces between two warmed buffers with the same thread count (``--threads``).
 Every run ends with one ``RESULT key=value ...`` line.
 """
 
@@ -95,14 +98,17 @@ def time_read(loader, device: torch.device, epochs: int = 2) -> tuple[float, int
     return total / epochs, nbytes // epochs
 
 
-def time_memcpy(nbytes: int, batch_bytes: int, device: torch.device) -> float:
-    """Seconds to copy ``nbytes`` of fp16 host memory to ``device`` in batch-sized pieces (plain copies)."""
+def time_memcpy(nbytes: int, batch_bytes: int, device: torch.device, repeats: int = 5) -> float:
+    """Seconds to copy ``nbytes`` of fp16 host memory to ``device`` in batch-sized pieces (plain copies).
+
+    Both buffers are allocated and touched before timing (no page faults) and the copy runs with the thread
+    count the read path has (``torch.set_num_threads``); the best of ``repeats`` passes is kept.
+    """
     src = torch.ones(batch_bytes // 2, dtype=torch.float16, pin_memory=device.type == "cuda")
-    dst = torch.empty(batch_bytes // 2, dtype=torch.float16, device=device)
-    dst.copy_(src)
+    dst = torch.ones(batch_bytes // 2, dtype=torch.float16, device=device)
     reps = max(1, round(nbytes / batch_bytes))
     best = float("inf")
-    for _ in range(3):
+    for _ in range(repeats + 1):  # the first pass warms caches and threads
         sync(device)
         start = time.perf_counter()
         for _ in range(reps):
@@ -110,6 +116,34 @@ def time_memcpy(nbytes: int, batch_bytes: int, device: torch.device) -> float:
         sync(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def time_gathers(source: FeatureSource, loader, repeats: int = 3) -> tuple[float, float]:
+    """Seconds per epoch of ram mode's host gather (``FrameTable.gather`` of the planned crops) and of a bare
+    fp16 ``index_select`` of the same rows into one warmed buffer (its floor: the same bytes, no bookkeeping)."""
+    table = source.table
+    rows = [source.row[u] for u in loader.dataset.ids]
+    plans = [[(rows[r], s, n) for r, s, n in items] for items in loader.dataset.plans]
+    indices = []
+    for items in plans:
+        longest = max(n for _, _, n in items)
+        idx = torch.full((len(items), longest), table.pad_row, dtype=torch.long)
+        for b, (r, s, n) in enumerate(items):
+            idx[b, :n] = torch.arange(int(table.starts[r]) + s, int(table.starts[r]) + s + n)
+        indices.append(idx.flatten())
+    out = torch.empty(max(len(i) for i in indices), *table.data.shape[1:], dtype=table.data.dtype)
+    out.fill_(0)
+    best_gather, best_bare = float("inf"), float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        for items in plans:
+            table.gather(items)
+        best_gather = min(best_gather, time.perf_counter() - start)
+        start = time.perf_counter()
+        for idx in indices:
+            torch.index_select(table.data, 0, idx, out=out[: len(idx)])
+        best_bare = min(best_bare, time.perf_counter() - start)
+    return best_gather, best_bare
 
 
 def time_get_fp32(store: EmbeddingStore, loader) -> float:
@@ -157,6 +191,15 @@ def bench_shape(args: argparse.Namespace) -> None:
                 f"read_over_memcpy {copy_s / read_s:.2f}"
             )
             if mode == "ram":
+                gather_s, bare_s = time_gathers(source, loader)
+                results["gather_over_memcpy"] = copy_s / gather_s
+                results["bare_index_select_over_memcpy"] = copy_s / bare_s
+                print(
+                    f"ram host gather alone {gather_s:.3f} s ({nbytes / 1e9 / gather_s:.2f} GB/s), bare fp16 "
+                    f"index_select of the same rows {bare_s:.3f} s ({nbytes / 1e9 / bare_s:.2f} GB/s), memcpy "
+                    f"{nbytes / 1e9 / copy_s:.2f} GB/s on {torch.get_num_threads()} thread(s): "
+                    f"gather_over_memcpy {copy_s / gather_s:.2f}, bare_over_memcpy {copy_s / bare_s:.2f}"
+                )
                 old_s = time_get_fp32(store, loader)
                 results["old_fp32_get"] = copy_s / old_s
                 print(f"old float32 EmbeddingStore.get path: {old_s:.3f} s, read_over_memcpy {copy_s / old_s:.3f}")

@@ -116,14 +116,22 @@ class HostBuffers:
         self.pool: list[tuple[torch.Tensor, int]] = []
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised tensor of ``shape``, in a free pooled buffer when one is large enough."""
+        """An uninitialised tensor of ``shape``, in a free pooled buffer when one is large enough.
+
+        When none fits, a new buffer takes the place of the smallest free one, so a pool first filled by small
+        batches (short evaluation utterances) grows to the largest batch instead of page-faulting on every one.
+        """
         n = int(np.prod(shape))
-        for buf, idle in self.pool:
-            if buf.dtype == dtype and buf.numel() >= n and _storage_uses(buf) == idle:
-                return buf[:n].view(shape)
+        free = [k for k, (buf, idle) in enumerate(self.pool) if buf.dtype == dtype and _storage_uses(buf) == idle]
+        for k in free:
+            if self.pool[k][0].numel() >= n:
+                return self.pool[k][0][:n].view(shape)
         buf = torch.empty(max(n, 1), dtype=dtype)
         if len(self.pool) < self.keep:
             self.pool.append((buf, _storage_uses(buf)))
+        elif free:
+            smallest = min(free, key=lambda k: self.pool[k][0].numel())
+            self.pool[smallest] = (buf, _storage_uses(buf))
         return buf[:n].view(shape)
 
 

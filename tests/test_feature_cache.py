@@ -133,3 +133,24 @@ def test_cache_modes_train_the_same_model(toy: dict[str, Path], tmp_path: Path) 
         outs[mode] = out
     assert (outs["ram"] / "predictions.csv").read_bytes() == (outs["stream"] / "predictions.csv").read_bytes()
     assert len(pd.read_csv(outs["ram"] / "predictions.csv")) == 12
+
+
+def test_host_buffers_are_reused_never_overwrite_a_kept_batch_and_grow_to_the_largest() -> None:
+    pool = fc.HostBuffers(keep=2)
+    a = pool.empty((4, 8), torch.float16)
+    a.fill_(1)
+    b = pool.empty((4, 8), torch.float16)  # a is still held: another buffer
+    assert b.data_ptr() != a.data_ptr()
+    del b
+    c = pool.empty((2, 8), torch.float16)  # b's buffer is free again and large enough
+    assert (a == 1).all()
+    ptr_c = c.data_ptr()
+    del c
+    big = pool.empty((64, 8), torch.float16)  # nothing fits: it replaces the smallest free buffer in the pool
+    assert big.data_ptr() != ptr_c
+    assert sorted(buf.numel() for buf, _ in pool.pool) == [32, 512]  # a's buffer kept (in use), the other grown
+    ptr_big = big.data_ptr()
+    del big
+    again = pool.empty((64, 8), torch.float16)  # ... so the next large batch reuses it (no new allocation)
+    assert again.data_ptr() == ptr_big
+    assert (a == 1).all()
