@@ -58,7 +58,9 @@ def test_each_process_gets_its_own_device(requested: str | None, env: dict, gpus
         ("cuda:0", torchrun(1, 2), 2, "pass --device cuda"),
     ],
 )
-def test_impossible_requests_are_refused_not_moved_to_the_cpu(requested: str, env: dict, gpus: int, message: str) -> None:
+def test_impossible_requests_are_refused_not_moved_to_the_cpu(
+    requested: str, env: dict, gpus: int, message: str
+) -> None:
     with pytest.raises(dev.DeviceError, match=message):
         dev.resolve_device(requested, dev.Facts(env, gpus))
 
