@@ -41,10 +41,16 @@ def load_fold_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The best-validation-UA model of a finished fold, in eval mode, and its spec (labels, layers, encoder).
 
-    A fold without ``test_results.json`` (killed or still training) is refused unless ``allow_unfinished``.
+    A fold without ``save/`` is refused (its weights are missing); one without ``test_results.json`` (killed or
+    still training) unless ``allow_unfinished``.
     """
     fold_dir = Path(fold_dir)
     spec = read_model_spec(fold_dir)
+    if not (fold_dir / "save").is_dir():
+        raise FileNotFoundError(
+            f"{fold_dir / 'save'}: missing: no checkpoints to load (a training fold keeps them there; an exported "
+            "model needs model.ckpt instead)"
+        )
     if read_test_results(fold_dir) is None:
         if not allow_unfinished:
             raise RuntimeError(

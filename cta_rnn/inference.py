@@ -11,13 +11,24 @@ and a ``Pretrainer`` for ``model.ckpt``), ``model.ckpt`` (weights of the best va
 the average of the N best with ``average_checkpoints: N``; normalisation statistics included as buffers),
 ``model.json``, ``label_encoder.txt``, ``scores.json`` and a model card ``README.md``: a folder that can be
 pushed to a model hub as it is.
+
+Where a fold is exported (``export_fold``, and ``from_hparams`` on a fold folder, into its ``savedir``) only a new
+folder, an empty one or an earlier export is written; an earlier export is replaced only with ``force`` (what
+``from_hparams`` does). An export is recognised by its file set: nothing but :data:`EXPORT_FILES`, among them a
+``hyperparams.yaml`` that starts with :data:`EXPORT_HEADER`. Any other folder, the fold itself, a folder inside it
+or one that contains it is refused with one line (:class:`TargetRefused`) and left as it was. The labels of
+``hyperparams.yaml``, ``label_encoder.txt`` and ``model.json`` must agree, order included, or loading is refused.
+Silent clips and clips far from the training crop length give an :class:`UnreliableLabelWarning` (the checks of
+``cta-rnn predict``).
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +45,148 @@ from cta_rnn.artifacts import (
     write_model_spec,
 )
 from cta_rnn.audio import load_audio
-from cta_rnn.io_utils import atomic_write_json, atomic_write_text
+from cta_rnn.io_utils import _umask, atomic_write_json, atomic_write_text
 
 HPARAMS = "hyperparams.yaml"
+EXPORT_FILES = ("hyperparams.yaml", "model.ckpt", "model.json", "label_encoder.txt", "scores.json", "README.md")
+"""Everything an export folder holds: ``--force`` replaces a folder of these files only."""
+EXPORT_HEADER = "# CTA-RNN speech emotion recognizer (written by `cta-rnn export`)"
+"""First line of an exported ``hyperparams.yaml``: with the file set, what marks a folder as an export."""
+
+
+class TargetRefused(ValueError):
+    """An output folder that would destroy something (the source fold, or files that are not an export)."""
+
+
+class UnreliableLabelWarning(UserWarning):
+    """A label that means little: silent clip, clip far shorter or much longer than the training crops, or
+    speaker statistics from too little speech."""
 
 
 def is_fold_dir(path: Path) -> bool:
     """A training fold folder (``exp/.../fold<k>`` with ``save/``), as opposed to an exported model."""
     return (path / "model.json").is_file() and (path / "save").is_dir() and not (path / "model.ckpt").is_file()
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of a folder that an export does not hold (other names, sub-folders), sorted."""
+    with os.scandir(path) as entries:
+        return sorted(e.name for e in entries if e.name not in EXPORT_FILES or e.is_dir(follow_symlinks=False))
+
+
+def is_export_dir(path: Path) -> bool:
+    """A folder written by ``cta-rnn export``: export file names only, with a ``hyperparams.yaml`` of ours."""
+    if not path.is_dir() or foreign_entries(path):
+        return False
+    try:
+        with open(path / HPARAMS, encoding="utf-8") as f:
+            return f.readline().startswith(EXPORT_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    """Whether resolved ``inner`` is ``outer`` or lies below it."""
+    return outer == inner or outer in inner.parents
+
+
+def check_export_target(fold_dir: Path, out_dir: Path, force: bool) -> bool:
+    """Refuse an export target that would destroy anything; True when it holds an earlier export to replace.
+
+    Refused (:class:`TargetRefused`): the fold itself, a folder inside it or containing it, a file, a folder with
+    anything but an earlier export's files. An earlier export needs ``force`` (else FileExistsError).
+    """
+    src, dst = fold_dir.resolve(), out_dir.resolve()
+    if src == dst:
+        raise TargetRefused(f"{out_dir}: is the source fold itself; exporting there would delete it")
+    if _contains(dst, src):
+        raise TargetRefused(f"{out_dir}: contains the source fold {fold_dir}; exporting there would delete it")
+    if _contains(src, dst):
+        raise TargetRefused(f"{out_dir}: lies inside the source fold {fold_dir}; export beside it, not into it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TargetRefused(f"{out_dir}: is a file, not a folder; nothing was written")
+    ancestor = dst.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise TargetRefused(f"{out_dir}: {ancestor} is a file, not a folder; nothing was written")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return False
+    if not is_export_dir(out_dir):
+        names = foreign_entries(out_dir)
+        listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        what = (
+            f"holds files that are not part of a cta-rnn export ({listed})"
+            if names
+            else f"is not a cta-rnn export (no {HPARAMS} starting with the export header)"
+        )
+        raise TargetRefused(f"{out_dir}: {what}; nothing was changed: choose a new or empty folder")
+    if not force:
+        raise FileExistsError(f"{out_dir}: holds an earlier export (use --force to replace it)")
+    return True
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML loader that reads HyperPyYAML tags (``!new:``, ``!ref``) as None: for the plain keys only."""
+
+
+_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def hparams_labels(path: Path) -> list[str]:
+    """The ``labels`` list of a ``hyperparams.yaml`` (read without building anything)."""
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    labels = doc.get("labels") if isinstance(doc, dict) else None
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"{path}: no 'labels' list")
+    return [str(lab) for lab in labels]
+
+
+def check_labels(path: Path, hparams_file: str = HPARAMS, overrides: dict[str, Any] | None = None) -> list[str]:
+    """The labels of ``label_encoder.txt``, refused unless ``model.json`` and ``hyperparams.yaml`` (with
+    ``overrides``) give the same ones in the same order."""
+    encoder_file = path / "label_encoder.txt"
+    labels = read_label_encoder(encoder_file)
+    if (path / "model.json").is_file():
+        spec_labels = [str(lab) for lab in read_model_spec(path)["labels"]]
+        if labels != spec_labels:
+            raise ValueError(f"{path}: label_encoder.txt {labels} does not match model.json labels {spec_labels}")
+    hp = path / hparams_file
+    if hp.is_file():
+        given = hparams_labels(hp)
+        if overrides and "labels" in overrides:
+            given, hp = [str(lab) for lab in overrides["labels"]], Path(f"{hp} (overrides)")
+        if given != labels:
+            raise ValueError(
+                f"{hp}: labels {given} differ from {encoder_file} {labels} (order included): the outputs would be "
+                "named wrongly; restore the labels or export the fold again"
+            )
+    return labels
+
+
+def check_weights(path: Path) -> None:
+    """A model folder must hold its weights: ``model.ckpt`` (export) or ``save/`` (training fold)."""
+    if not (path / "model.ckpt").is_file() and not (path / "save").is_dir():
+        raise FileNotFoundError(
+            f"{path / 'model.ckpt'}: missing: this model folder has no weights (an exported model needs model.ckpt, "
+            "a training fold its save/ checkpoints); copy or export it again"
+        )
+
+
+def check_savedir(source: Path, savedir: str | os.PathLike | None, hparams_file: str) -> None:
+    """SpeechBrain uses files already in ``savedir`` instead of the source's: those must be the source's own."""
+    if savedir is None:
+        return
+    for name in (hparams_file, "model.ckpt"):
+        have, want = Path(savedir) / name, source / name
+        if have.exists() and not (os.path.samefile(have, want) or filecmp.cmp(have, want, shallow=False)):
+            raise TargetRefused(
+                f"{have}: savedir already holds another model's {name}, which SpeechBrain would load instead of "
+                f"{want}; pass a new or empty savedir"
+            )
 
 
 class EmotionRecognizer(Pretrained):
@@ -65,6 +210,7 @@ class EmotionRecognizer(Pretrained):
 
             encoder = build_encoder(spec, device=self.device)
         self.encoder = encoder
+        self.crop: float | None = getattr(self.hparams, "max_train_seconds", None)
         trained = list(getattr(self.hparams, "layers", spec["layers"]))
         if list(encoder.layers) != trained or int(encoder.dim) != int(self.model.input_dim):
             raise ValueError(
@@ -74,12 +220,31 @@ class EmotionRecognizer(Pretrained):
 
     @classmethod
     def from_hparams(cls, source: str | os.PathLike, hparams_file: str = HPARAMS, **kwargs: Any) -> EmotionRecognizer:
-        """SpeechBrain's loader; a training fold folder is exported into ``savedir`` first."""
+        """SpeechBrain's loader; a training fold folder is exported into ``savedir`` first.
+
+        That ``savedir`` must be new, empty or an earlier export (replaced); it may not be, contain or lie inside
+        the fold (:class:`TargetRefused`, nothing touched). For an exported source, a ``savedir`` holding another
+        model's ``hyperparams.yaml``/``model.ckpt`` is refused (SpeechBrain would load those). Local sources are
+        checked before anything is built: weights present, labels of the three label files equal, order included.
+        """
+        from cta_rnn.predict import check_model_dir
+
+        allow_unfinished = kwargs.pop("allow_unfinished", False)
         src = Path(source)
-        if src.is_dir() and is_fold_dir(src):
-            savedir = Path(kwargs.get("savedir") or tempfile.mkdtemp(prefix="cta_rnn_model_"))
-            export_fold(src, savedir, force=True, allow_unfinished=kwargs.pop("allow_unfinished", False))
-            source, kwargs["savedir"] = savedir, savedir
+        if src.is_dir():
+            if is_fold_dir(src):
+                savedir = Path(kwargs.get("savedir") or tempfile.mkdtemp(prefix="cta_rnn_model_"))
+                check_labels(src, hparams_file)
+                export_fold(src, savedir, force=True, allow_unfinished=allow_unfinished)
+                src = savedir
+                source, kwargs["savedir"] = savedir, savedir
+            else:
+                if not (src / hparams_file).is_file():
+                    check_model_dir(src)
+                    raise FileNotFoundError(f"{src / hparams_file}: missing: not an exported model folder")
+                check_weights(src)
+                check_savedir(src, kwargs.get("savedir"), hparams_file)
+            check_labels(src, hparams_file, kwargs.get("overrides"))
         return super().from_hparams(source=str(source), hparams_file=hparams_file, **kwargs)
 
     @classmethod
@@ -97,14 +262,13 @@ class EmotionRecognizer(Pretrained):
 
         path = Path(path)
         spec = read_model_spec(path)
+        check_weights(path)
+        check_labels(path)
         if (path / "model.ckpt").is_file():
             model = build_model(spec)
             model.load_state_dict(torch.load(path / "model.ckpt", map_location="cpu", weights_only=True))
         else:
             model, spec = load_fold_model(path, allow_unfinished=allow_unfinished)
-        labels = read_label_encoder(path / "label_encoder.txt")
-        if labels != list(spec["labels"]):
-            raise ValueError(f"{path}: label_encoder.txt {labels} does not match model.json labels {spec['labels']}")
         hparams = inference_hparams(spec, encoder_overrides)
         return cls(modules={"model": model}, hparams=hparams, run_opts={"device": device}, encoder=encoder)
 
@@ -119,11 +283,28 @@ class EmotionRecognizer(Pretrained):
         hidden, frames = self.encoder.encode(wavs.to(self.device), lengths.to(self.device))
         return hidden.float(), frames
 
-    @staticmethod
-    def speaker_stats(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, std) over the frames of one speaker's utterances (each (L, T, D)): for ``stats=`` below."""
-        from cta_rnn.normalisation import running_stats
+    def warn_unreliable(self, path: str | os.PathLike, wav: torch.Tensor, segment: float | None = None) -> list[str]:
+        """Warn (:class:`UnreliableLabelWarning`) about a clip as ``cta-rnn predict`` does; returns the messages."""
+        from cta_rnn.predict import clip_warnings
 
+        messages = clip_warnings(Path(path), wav, self.encoder.sample_rate, self.crop, segment)
+        for msg in messages:
+            warnings.warn(msg, UnreliableLabelWarning, stacklevel=3)
+        return messages
+
+    def speaker_stats(self, feats: list[torch.Tensor], warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) over the frames of one speaker's utterances (each (L, T, D)): for ``stats=`` below.
+
+        Too little speech for a speaker's statistics (:func:`cta_rnn.predict.adapt_warning`) is warned about.
+        """
+        from cta_rnn.normalisation import running_stats
+        from cta_rnn.predict import adapt_warning
+
+        if warn:
+            seconds = sum(int(x.shape[1]) for x in feats) / float(self.hparams.frame_rate)
+            msg = adapt_warning(len(feats), seconds, len(self.labels), "speaker_stats", "predict with stats=None")
+            if msg:
+                warnings.warn(msg, UnreliableLabelWarning, stacklevel=2)
         return running_stats(x.transpose(0, 1) for x in feats)
 
     @torch.no_grad()
@@ -167,8 +348,13 @@ class EmotionRecognizer(Pretrained):
         return out["probs"], score, index, out["labels"]
 
     def classify_file(self, path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """One audio file -> (probabilities (1, C), score, index, [label]), like ``EncoderClassifier.classify_file``."""
-        return self.classify_batch(self.load_audio(path)[None])
+        """One audio file -> (probabilities (1, C), score, index, [label]), like ``EncoderClassifier.classify_file``.
+
+        A silent clip, or one far shorter or much longer than the training crops, is warned about.
+        """
+        wav = self.load_audio(path)
+        self.warn_unreliable(path, wav)
+        return self.classify_batch(wav[None])
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> tuple:
         """Same as :meth:`classify_batch`."""
@@ -177,8 +363,12 @@ class EmotionRecognizer(Pretrained):
     def predict_file(
         self, path: str | os.PathLike, stats: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> dict[str, Any]:
-        """One file (any rate/channels; long files are chunked by the encoder) -> label, probs, attention."""
+        """One file (any rate/channels; long files are chunked by the encoder) -> label, probs, attention.
+
+        Warns like :meth:`classify_file`.
+        """
         wav = self.load_audio(path)
+        self.warn_unreliable(path, wav)
         out = self.predict_batch(wav[None], torch.ones(1), stats)
         return {
             "file": str(path),
@@ -195,6 +385,7 @@ def inference_hparams(spec: dict[str, Any], encoder_overrides: dict[str, Any] | 
         "labels": list(spec["labels"]),
         "layers": list(spec["layers"]),
         "frame_rate": float(spec["frame_rate"]),
+        "max_train_seconds": spec.get("max_train_seconds"),
         "encoder_spec": encoder_spec(spec.get("encoder") or {}, spec["layers"], encoder_overrides),
     }
 
@@ -211,7 +402,7 @@ def hyperparams_yaml(spec: dict[str, Any]) -> str:
     }
     args = yaml.safe_dump(model_args, sort_keys=False).strip().replace("\n", "\n    ")
     return (
-        "# CTA-RNN speech emotion recognizer (written by `cta-rnn export`). Load with\n"
+        f"{EXPORT_HEADER}. Load with\n"
         "#   EmotionRecognizer.from_hparams(source=<this folder>, savedir=<a folder>)\n"
         f"{plain}\n"
         f"model: !new:cta_rnn.models.{spec['model_class']}\n    {args}\n\n"
@@ -224,16 +415,24 @@ def hyperparams_yaml(spec: dict[str, Any]) -> str:
 def export_fold(
     fold_dir: str | os.PathLike, out_dir: str | os.PathLike, force: bool = False, allow_unfinished: bool = False
 ) -> Path:
-    """Write a self-contained model folder from a finished fold (atomically: temp folder + rename)."""
+    """Write a self-contained model folder from a finished fold (atomically: temp folder + rename).
+
+    ``out_dir`` is checked first (:func:`check_export_target`): only a new or empty folder, or with ``force`` an
+    earlier export, is written; an earlier export is swapped out only once the new one is complete.
+    """
     from cta_rnn.checkpoint import load_fold_model
 
     fold_dir, out_dir = Path(fold_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise FileExistsError(f"{out_dir} exists (use --force to replace it)")
+    if (fold_dir / "model.ckpt").is_file():
+        raise ValueError(f"{fold_dir}: is already an exported model (has model.ckpt); copy the folder instead")
+    check_export_target(fold_dir, out_dir, force)
     model, spec = load_fold_model(fold_dir, allow_unfinished=allow_unfinished)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    target = out_dir.resolve() if out_dir.is_symlink() else out_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    old = None
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         torch.save(model.state_dict(), tmp / "model.ckpt")
         write_model_spec(tmp, spec)
         write_label_encoder(tmp / "label_encoder.txt", read_label_encoder(fold_dir / "label_encoder.txt"))
@@ -242,12 +441,19 @@ def export_fold(
         if scores:
             atomic_write_json(tmp / "scores.json", scores)
         atomic_write_text(tmp / "README.md", model_card(fold_dir, spec, scores))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        if check_export_target(fold_dir, target, force):  # again: it may have changed while the fold loaded
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old)  # onto an empty folder: a rename
+        os.replace(tmp, target)
     except BaseException:
+        if old is not None and not os.path.lexists(target):  # moved aside, not replaced: put it back
+            restore, old = old, None  # never deleted, even if it cannot be put back
+            os.replace(restore, target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)  # the earlier export (its symlinks are removed, not followed)
     return out_dir
 
 
@@ -283,8 +489,8 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
     ]
     if spec.get("max_train_seconds"):
         lines.append(
-            f"- trained on {spec['max_train_seconds']} s crops: for much longer clips use `--segment` "
-            "(predictions drift towards neutral as clips grow)"
+            f"- trained on {spec['max_train_seconds']} s crops: labels of clips much longer than that are "
+            "unreliable (the model never saw such lengths); use `--segment` for long recordings"
         )
     if test:
         lines.append(

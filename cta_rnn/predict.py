@@ -7,13 +7,18 @@
 One line per file (or per segment with ``--segment S``), printed as soon as that file is done: file, label,
 probabilities (with ``--adapt`` after every file is encoded: the statistics need them all). ``--adapt``
 normalises with statistics of all the given files, as one speaker (models trained with speaker normalisation;
-otherwise the training speakers' average is used).
+otherwise the training speakers' average is used). The statistics must describe the speaker, not these clips:
+with fewer than 2 clips per emotion class (8 for 4 classes) or under 30 s of audio a warning says the labels
+are unreliable (one clip normalised by its own statistics loses the emotion it carries).
 
 Warnings (stderr) flag labels that mean little: silent input, clips far shorter than the model's training
-crops, and clips much longer than them without ``--segment`` (predictions drift towards neutral as clips
-grow). Unreadable files are listed with the reason and do not stop the batch. Exit status: 0; 1 when nothing
-could be predicted or a folder holds no audio; 2 for a bad ``--model`` or ``--segment``.
-A fold whose training did not finish is refused unless ``--allow_unfinished`` (then a warning says so).
+crops, and clips or ``--segment`` pieces much longer than them (more than 4 crops: lengths the model never
+saw). Unreadable files are listed with the reason and do not stop the batch. Output paths are checked before
+anything is encoded: ``--csv``/``--json`` may not be an input, a folder or have an audio suffix, ``--plot``
+must be a folder, and their parent folders must exist or be creatable. Exit status: 0; 1 when nothing could be
+predicted, a folder holds no audio or the model cannot be loaded; 2 for a bad ``--model``, ``--segment`` or
+output path. A fold whose training did not finish is refused unless ``--allow_unfinished`` (then a warning
+says so).
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ from cta_rnn.audio import AudioError, load_audio
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".sph"}
+AUDIO_SUFFIXES = AUDIO_EXTS | {
+    ".aac", ".aifc", ".amr", ".ape", ".au", ".caf", ".m4a", ".mka", ".mp2", ".mp4", ".oga", ".opus", ".ra", ".rf64",
+    ".snd", ".spx", ".voc", ".w64", ".wav64", ".webm", ".wma", ".wv",
+}  # fmt: skip
+"""Suffixes an output file may not have (it would be taken for, or written over, audio)."""
+MIN_ADAPT_CLIPS_PER_LABEL = 2
+MIN_ADAPT_SECONDS = 30.0
+"""``--adapt`` below these (clips per emotion class, total seconds) is warned about: training computes a speaker's
+statistics over all of their utterances, every emotion included; from a few clips they describe the clips, and
+normalising a clip by its own statistics removes what distinguishes its emotion."""
 MIN_SEGMENT_S = 0.25
 """No prediction on pieces shorter than this (nor shorter than a quarter of the training crops)."""
 SHORT_FRACTION = 0.25
@@ -96,16 +111,20 @@ def check_segment(segment: float | None, crop: float | None) -> None:
         raise InputError(f"--segment {segment:g} s is too short: {trained}use at least {low:g} s")
 
 
+def segment_bounds(n: int, sample_rate: int, seconds: float | None) -> list[tuple[int, int]]:
+    """(first, end) sample of each piece of ``seconds`` in ``n`` samples (a short tail joins the previous piece)."""
+    if not seconds:
+        return [(0, n)]
+    step = max(1, int(seconds * sample_rate))
+    bounds = list(range(0, n, step)) or [0]
+    if len(bounds) > 1 and n - bounds[-1] < step // 2:
+        bounds.pop()
+    return list(zip(bounds, bounds[1:] + [n]))
+
+
 def segments(wav: torch.Tensor, sample_rate: int, seconds: float | None) -> list[Segment]:
     """(start s, end s, samples) pieces of ``seconds`` (a short tail joins the previous piece)."""
-    if not seconds:
-        return [(0.0, wav.numel() / sample_rate, wav)]
-    step = int(seconds * sample_rate)
-    bounds = list(range(0, wav.numel(), step))
-    if len(bounds) > 1 and wav.numel() - bounds[-1] < step // 2:
-        bounds.pop()
-    ends = bounds[1:] + [wav.numel()]
-    return [(a / sample_rate, b / sample_rate, wav[a:b]) for a, b in zip(bounds, ends)]
+    return [(a / sample_rate, b / sample_rate, wav[a:b]) for a, b in segment_bounds(wav.numel(), sample_rate, seconds)]
 
 
 def plot_stems(files: Sequence[Path]) -> list[str]:
@@ -135,7 +154,8 @@ def plot_stems(files: Sequence[Path]) -> list[str]:
 def clip_warnings(
     path: Path, wav: torch.Tensor, sample_rate: int, crop: float | None, segment: float | None
 ) -> list[str]:
-    """Why a clip's label may mean little: silence, far shorter or (without --segment) much longer than the crops."""
+    """Why a clip's label may mean little: silence, far shorter than the crops, or it (or its ``--segment``
+    pieces) much longer than them. Used by ``predict`` and the Python API alike."""
     seconds = wav.numel() / sample_rate
     peak = float(wav.abs().max()) if wav.numel() else 0.0
     out = []
@@ -145,12 +165,83 @@ def clip_warnings(
     if seconds < short:
         trained = f"the {crop:g}-s crops the model was trained on" if crop else f"{short:g} s"
         out.append(f"{path}: {seconds:.2f} s, far shorter than {trained}: its label is unreliable")
-    if crop and segment is None and seconds > LONG_FACTOR * crop:
-        out.append(
-            f"{path}: {seconds:.1f} s, much longer than the {crop:g}-s training crops: predictions drift towards "
-            f"neutral on long clips; --segment {crop:g} predicts piece by piece"
-        )
+    longest = max(b - a for a, b in segment_bounds(wav.numel(), sample_rate, segment)) / sample_rate
+    unseen = "labels of clips this long are unreliable (the model never saw such lengths)"
+    if crop and longest > LONG_FACTOR * crop:
+        if segment is None:
+            out.append(
+                f"{path}: {seconds:.1f} s, much longer than the {crop:g}-s training crops: {unseen}; "
+                f"--segment {crop:g} predicts piece by piece"
+            )
+        else:
+            out.append(
+                f"{path}: --segment {segment:g} gives pieces of up to {longest:.1f} s, much longer than the "
+                f"{crop:g}-s training crops: {unseen}; use --segment {crop:g}"
+            )
     return out
+
+
+def adapt_warning(
+    clips: int, seconds: float, n_labels: int, who: str = "--adapt", instead: str = "leave out --adapt"
+) -> str | None:
+    """Why speaker statistics from ``clips`` clips of ``seconds`` in all may not describe the speaker (or None)."""
+    need = MIN_ADAPT_CLIPS_PER_LABEL * n_labels
+    if clips >= need and seconds >= MIN_ADAPT_SECONDS:
+        return None
+    return (
+        f"{who}: speaker statistics from {clips} clip(s), {seconds:.1f} s in all; below {need} clips "
+        f"({MIN_ADAPT_CLIPS_PER_LABEL} per emotion class) or {MIN_ADAPT_SECONDS:g} s they describe these clips, "
+        f"not the speaker, and normalising by them can erase the emotion: labels are unreliable; give more of "
+        f"this speaker's speech or {instead}"
+    )
+
+
+def speech_amount(files: Sequence[Path], segment: float | None) -> tuple[int, float]:
+    """(pieces, seconds) the given files will give, from their headers (unreadable files are left out)."""
+    import soundfile as sf
+
+    pieces, seconds = 0, 0.0
+    for f in files:
+        try:
+            info = sf.info(str(f))
+        except Exception:  # noqa: BLE001 - reported with its reason when the file is read
+            continue
+        pieces += len(segment_bounds(info.frames, info.samplerate, segment))
+        seconds += info.frames / info.samplerate
+    return pieces, seconds
+
+
+def _output_problem(path: Path, is_folder: bool, inputs: set[str]) -> str | None:
+    """What is wrong with an output path (None: writable as far as can be told without writing)."""
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_SUFFIXES:
+        return f"has an audio suffix ({suffix}): refusing to write {'plots' if is_folder else 'results'} there"
+    absolute = os.path.abspath(path)
+    if absolute in inputs or (path.is_file() and any(os.path.samefile(path, f) for f in inputs if Path(f).exists())):
+        return "is one of the inputs: refusing to write over it"
+    if path.exists() and path.is_dir() != is_folder:
+        return "is a file, not a folder" if is_folder else "is a folder: give a file name"
+    ancestor = Path(absolute) if is_folder else Path(absolute).parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{ancestor} is not writable"
+    return None
+
+
+def check_outputs(
+    csv: Path | None, json: Path | None, plot: Path | None, inputs: Sequence[str], files: Sequence[Path]
+) -> None:
+    """``--csv``/``--json`` (files) and ``--plot`` (a folder) before anything is encoded (InputError, one line)."""
+    given = {os.path.abspath(p) for p in [*inputs, *files]}
+    if csv is not None and json is not None and os.path.abspath(csv) == os.path.abspath(json):
+        raise InputError(f"--csv and --json are the same file ({csv})")
+    for flag, path, is_folder in (("--csv", csv, False), ("--json", json, False), ("--plot", plot, True)):
+        problem = None if path is None else _output_problem(path, is_folder, given)
+        if problem:
+            raise InputError(f"{flag} {path}: {problem}")
 
 
 def _predict_piece(rec: Any, item: tuple, stats: Any, plot: tuple[Path, str] | None, segment: float | None) -> dict:
@@ -202,12 +293,12 @@ def iter_predictions(
         for start, end, piece in segments(wav, sr, segment):
             hidden, frames = rec.features(piece[None], torch.ones(1))
             item = (f, start, end, piece, hidden, frames)
-            if adapt:
-                pending.append((item, plot))
+            if adapt:  # held until every file is encoded: in host memory, never a whole speaker on the GPU
+                pending.append(((f, start, end, piece, hidden[:, :, : int(frames[0])].cpu(), frames.cpu()), plot))
             else:
                 yield "row", _predict_piece(rec, item, None, plot, segment)
     if pending:
-        stats = rec.speaker_stats([h[0, :, : int(n[0])] for (*_, h, n), _ in pending])
+        stats = rec.speaker_stats([h[0, :, : int(n[0])] for (*_, h, n), _ in pending], warn=False)
         for item, plot in pending:
             yield "row", _predict_piece(rec, item, stats, plot, segment)
 
@@ -248,29 +339,49 @@ def main_predict(argv: Sequence[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", help="audio files and/or folders")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--segment", type=float, default=None, help="predict per segment of this many seconds")
-    p.add_argument("--adapt", action="store_true", help="speaker statistics from the given files (one speaker)")
-    p.add_argument("--csv", type=Path, default=None)
-    p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--adapt",
+        action="store_true",
+        help="speaker statistics from the given files (one speaker); with fewer than "
+        f"{MIN_ADAPT_CLIPS_PER_LABEL} clips per emotion class or {MIN_ADAPT_SECONDS:g} s in all a warning says the "
+        "labels are unreliable",
+    )
+    p.add_argument("--csv", type=Path, default=None, help="write the rows here (not an input, no audio suffix)")
+    p.add_argument("--json", type=Path, default=None, help="rows, failed files and warnings (not an input)")
     p.add_argument("--plot", type=Path, default=None, help="folder for temporal-attention PNGs")
     p.add_argument("--allow_unfinished", action="store_true", help="use a fold whose training did not finish")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         check_model_dir(args.model)
-        crop = read_model_spec(args.model).get("max_train_seconds")
+        spec = read_model_spec(args.model)
+        crop = spec.get("max_train_seconds")
         check_segment(args.segment, crop)
+        files, empty = expand(args.inputs)
+        check_outputs(args.csv, args.json, args.plot, args.inputs, files)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    files, empty = expand(args.inputs)
     for msg in empty:
         print(f"error: {msg}", file=sys.stderr)
+    warnings = []
+    if args.adapt:
+        if spec.get("normalization") != "speaker":
+            msg = (
+                f"--adapt has no effect: {args.model} was trained with {spec.get('normalization')!r} "
+                "normalisation, not per-speaker statistics"
+            )
+        else:
+            msg = adapt_warning(*speech_amount(files, args.segment), len(spec["labels"]))
+        if msg:
+            warnings.append({"file": None, "warning": msg})
+            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
     try:
         rec = EmotionRecognizer.from_dir(args.model, device=args.device, allow_unfinished=args.allow_unfinished)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
-    rows, failed, warnings = [], [], []
+    rows, failed = [], []
     for kind, item in iter_predictions(rec, files, args.segment, args.adapt, args.plot, crop):
         if kind == "row":
             rows.append(item)
@@ -281,10 +392,14 @@ def main_predict(argv: Sequence[str] | None = None) -> int:
         else:
             warnings.append(item)
             print(f"WARNING: {item['warning']}", file=sys.stderr, flush=True)
-    if args.csv:
-        atomic_to_csv(pd.DataFrame(rows), args.csv)
-    if args.json:
-        atomic_write_json(args.json, {"predictions": rows, "failed": failed, "warnings": warnings})
+    try:
+        if args.json:
+            atomic_write_json(args.json, {"predictions": rows, "failed": failed, "warnings": warnings})
+        if args.csv:
+            atomic_to_csv(pd.DataFrame(rows), args.csv)
+    except OSError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
     return 0 if rows and not empty else 1
 
 
@@ -295,7 +410,12 @@ def main_export(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cta-rnn export", description="export a trained fold as a model folder")
     p.add_argument("fold_dir", type=Path)
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier export in out_dir (a folder holding anything else, the fold itself, a folder "
+        "inside it or containing it is always refused)",
+    )
     p.add_argument("--allow_unfinished", action="store_true", help="export a fold whose training did not finish")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
