@@ -4,7 +4,7 @@
 |---|---|---|
 | ``data/manifest.csv``, ``data/folds/<protocol>/fold<k>/{train,valid,test}.csv`` | stage 0 | stages 1, 2 |
 | ``dump/<encoder>/meta.json`` (the store's identity; shards: :mod:`cta_rnn.store`) | stage 1 | stage 2, cross-corpus |
-| ``exp/<name>/folds.json`` (the folds of an experiment) | stage 2 | stage 3 |
+| ``exp/<name>/folds.json`` (the folds an experiment was asked to train, over all its runs) | stage 2 | stage 3 |
 | ``exp/<name>/encoder.json`` (the encoder identity of the store it was trained on) | stage 2 | stage 3 |
 | ``exp/<name>/fold<k>/model.json`` (rebuilds the model: :func:`cta_rnn.models.build_model`) | stage 2 | inference |
 | ``exp/<name>/fold<k>/label_encoder.txt`` (SpeechBrain ``CategoricalEncoder``) | stage 2 | stage 3, inference |
@@ -107,8 +107,13 @@ def read_store_meta(store_dir: str | os.PathLike) -> dict[str, Any]:
 
 # ---- experiment files ----
 def write_folds_list(exp_dir: str | os.PathLike, folds: Sequence[int], available: Sequence[int] | None = None) -> None:
-    """``exp/<name>/folds.json``: the folds the experiment trains and those its protocol has (sorted, unique)."""
-    doc = {"folds": sorted({int(k) for k in folds})}
+    """``exp/<name>/folds.json``: the folds the experiment trains and those its protocol has (sorted, unique).
+
+    The folds add up over runs (``--folds 1`` then ``--folds 2`` records both): stage 3 expects every fold ever
+    asked for, not only the last run's. ``available`` is the protocol's folds now.
+    """
+    before = read_folds_list(exp_dir) or []
+    doc = {"folds": sorted({int(k) for k in [*before, *folds]})}
     if available is not None:
         doc["available"] = sorted({int(k) for k in available})
     atomic_write_json(Path(exp_dir) / "folds.json", doc)
@@ -257,7 +262,13 @@ def available_folds(protocol_dir: str | os.PathLike) -> list[int]:
 
 
 def select_folds(selection: str, available: Sequence[int]) -> list[int]:
-    """``"1,3"``, ``"2-5"``, ``"1-3,7"`` or empty (all) -> sorted unique fold numbers, each one available."""
+    """``"1,3"``, ``"2-5"``, ``"1-3,7"`` or empty (all) -> sorted unique fold numbers, each one available.
+
+    A range that runs backwards (``3-1``) or a selection of no fold is refused in one line, as is a protocol
+    with no fold prepared.
+    """
+    if not available:
+        raise ValueError("no fold prepared for this protocol (no fold<k> folders); run stage 0 with this --protocol")
     if not selection.strip():
         return list(available)
     chosen: set[int] = set()
@@ -267,7 +278,11 @@ def select_folds(selection: str, available: Sequence[int]) -> list[int]:
         lo, sep, hi = part.partition("-")
         if not lo.isdigit() or (sep and not hi.isdigit()):
             raise ValueError(f"--folds {selection!r}: {part!r} is not a fold number or a range a-b")
+        if sep and int(lo) > int(hi):
+            raise ValueError(f"--folds {selection!r}: range {part} has start > end (write {hi}-{lo})")
         chosen.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    if not chosen:
+        raise ValueError(f"--folds {selection!r}: selects no fold (e.g. 1,3 or 1-2)")
     absent = sorted(chosen - set(available))
     if absent:
         raise ValueError(f"--folds {selection!r}: fold(s) {absent} do not exist (prepared: {list(available)})")

@@ -46,6 +46,8 @@ class EmotionBrain(sb.Brain):
 
     train_batches = None
     evaluating = "test"
+    tested_checkpoints = 1
+    """How many checkpoints the tested model was made of (set when evaluation starts; at most ``averaged``)."""
 
     def init_optimizers(self) -> None:
         """Adam plus ReduceLROnPlateau on validation UA, both checkpointed."""
@@ -59,9 +61,11 @@ class EmotionBrain(sb.Brain):
     def on_evaluate_start(self, max_key: str | None = None, min_key: str | None = None) -> None:
         """Recover the best checkpoint, then (``average_checkpoints`` > 1) average the model over the N best."""
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
-        if self.averaged > 1:
-            from cta_rnn.checkpoint import best_model_state
+        self.tested_checkpoints = 1
+        if self.averaged > 1 and self.checkpointer is not None:
+            from cta_rnn.checkpoint import best_checkpoints, best_model_state
 
+            self.tested_checkpoints = max(1, len(best_checkpoints(self.checkpointer, self.averaged)))
             self.modules.model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device)))
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -160,8 +164,12 @@ class EmotionBrain(sb.Brain):
         return max(1, int(getattr(self.hparams, "average_checkpoints", 1)))
 
     def tested_meta(self) -> dict[str, Any]:
-        """How the tested model was made, for the training log."""
-        return {"averaged checkpoints": self.averaged} if self.averaged > 1 else {}
+        """How the tested model was made, for the training log: the number of checkpoints really averaged, and
+        the number asked for when fewer existed (``2 of 5 asked``)."""
+        if self.averaged == 1:
+            return {}
+        n = self.tested_checkpoints
+        return {"averaged checkpoints": n if n == self.averaged else f"{n} of {self.averaged} asked"}
 
     def predictions_frame(self) -> pd.DataFrame:
         """Predictions of the collected utterances in the predictions.csv contract."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cta_rnn.artifacts import read_splits
+from cta_rnn.artifacts import SPLITS, read_splits
 from cta_rnn.feature_cache import FeatureSource, SplitData, plan_epoch, plan_eval
 from cta_rnn.normalisation import FeatureNormalizer, running_stats
 from cta_rnn.store import EmbeddingStore
@@ -40,6 +41,29 @@ def read_fold(fold_dir: str | os.PathLike, store: EmbeddingStore) -> dict[str, p
     if leak:
         raise ValueError(f"{fold_dir}: speaker(s) {sorted(leak)} in both training/validation and test")
     return splits
+
+
+FOLD_DATA_COLUMNS = ("ID", "emotion", "speaker")
+"""The columns of a fold CSV that training reads (features come from the store by ID; ``wav`` is not read)."""
+
+
+def column_digest(values: Sequence[object]) -> str:
+    """16 hex digits of a SHA-256 of a column's values in row order."""
+    h = hashlib.sha256()
+    for v in values:
+        h.update(f"{v}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def fold_data_digest(fold_dir: str | os.PathLike) -> dict[str, dict[str, object]]:
+    """What a fold's data is, for its run identity: per ``<split>.csv`` the row count and a digest of each of
+    :data:`FOLD_DATA_COLUMNS` (read values, so formatting and column order do not count, locations neither)."""
+    splits = read_splits(fold_dir)
+    digest = {}
+    for split in SPLITS:
+        df = splits[split]
+        digest[f"{split}.csv"] = {"rows": len(df), **{c: column_digest(df[c].astype(str)) for c in FOLD_DATA_COLUMNS}}
+    return digest
 
 
 def speaker_stats(

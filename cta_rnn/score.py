@@ -123,13 +123,16 @@ def score_experiment(
 
     Folds expected (``expected_folds`` or ``folds.json``) but not finished are listed as missing and
     the result is marked partial; without an expected count, a ``fold<k>/`` without predictions counts as
-    expected. ``require_complete`` turns missing folds into an error.
+    expected. Every fold with results is expected too, so ``k of n`` never has k > n; ``folds_available`` (the
+    protocol's folds) tells a subset. ``require_complete`` turns missing folds into an error.
     """
     exp_dir = Path(exp_dir)
     done, unfinished = find_folds(exp_dir)
     expected = expected_fold_list(exp_dir, expected_folds)
     if expected is None and unfinished:  # a started but unfinished fold is expected too
         expected = sorted(set(done) | set(unfinished))
+    if expected is not None:  # a fold with results is always counted (folds trained by runs folds.json missed)
+        expected = sorted(set(expected) | set(done))
     missing = sorted(set(expected) - set(done)) if expected is not None else []
     if not done:
         raise FileNotFoundError(f"{exp_dir}: no finished fold (no fold<k>/{PREDICTIONS})")

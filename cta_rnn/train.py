@@ -10,8 +10,10 @@ A run does what its command line says or refuses with one line (``error: ...``, 
 - every override is checked against :data:`cta_rnn.hparams_schema.SCHEMA` before anything runs;
 - the fold folder is locked (``fcntl.flock`` on ``<fold>/.lock``) while it trains: a second training of
   the same fold is refused, naming the holder's pid;
-- ``run_config.json`` records the hyperparameters a fold was started with: a finished fold is skipped, and
-  a killed one resumed, only with the same ones (the differing keys are named otherwise);
+- ``run_config.json`` records what a fold's run is: its hyperparameters, its fold data (a digest of the ID,
+  emotion and speaker columns of train/valid/test.csv) and its store's identity (encoder, layers, manifest
+  checksum), not where they lie (a copied or moved repository keeps its finished folds). A finished fold is
+  skipped, and a killed one resumed, only when all of it is the same (what differs is named otherwise);
 - ``--force=True`` removes the fold's previous run (checkpoints included) and trains it from scratch;
 - ``--replay_script FILE`` is copied to the experiment's ``run.sh`` only when training really starts (model built).
 """
@@ -34,8 +36,19 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from cta_rnn.artifacts import ensure_label_encoder, read_test_results, write_model_spec, write_test_results
-from cta_rnn.data import fit_normalizer, make_loaders, read_fold
+from cta_rnn.artifacts import (
+    ENCODER_IDENTITY_KEYS,
+    PREDICTIONS,
+    STORE_IDENTITY_KEYS,
+    ensure_label_encoder,
+    read_predictions,
+    read_splits,
+    read_store_meta,
+    read_test_results,
+    write_model_spec,
+    write_test_results,
+)
+from cta_rnn.data import FOLD_DATA_COLUMNS, fit_normalizer, fold_data_digest, make_loaders, read_fold
 from cta_rnn.feature_cache import FeatureSource
 from cta_rnn.hparams_schema import (
     HparamsError,
@@ -45,6 +58,7 @@ from cta_rnn.hparams_schema import (
     identity,
     load_cli_overrides,
     merge_into,
+    plain,
     yaml_keys,
 )
 from cta_rnn.hparams_schema import load_yaml as _load_yaml
@@ -59,6 +73,10 @@ LOCK = ".lock"
 RUN_CONFIG = "run_config.json"
 KEEP_ON_FORCE = (LOCK, "stdout.log")
 """What ``--force`` leaves in a fold folder: the lock this run holds and the recipe driver's log of this run."""
+LOCATION_KEYS = ("fold_dir", "store_dir")
+"""Where a fold's data and store lie: not part of its run identity (their content is: ``fold_data``, ``store``).
+Records written before this (with these keys) are still accepted: the keys are ignored when comparing."""
+CONTENT_KEYS = ("fold_data", "store")
 DISK_FULL_SIGNS = ("No space left", "basic_ios::clear", "file write failed", "unexpected pos")
 """How a full disk shows in torch.save's errors (its C++ writer has no errno)."""
 
@@ -169,10 +187,94 @@ def clear_fold(fold_dir: Path) -> list[str]:
     return removed
 
 
+def store_identity(store_dir: str | os.PathLike) -> dict[str, Any]:
+    """What a store is (its ``meta.json`` identity: encoder, layers, dim, frame rate, manifest checksum), not where."""
+    meta = read_store_meta(store_dir)
+    encoder = meta.get("encoder") or {}
+    return {
+        "encoder": {k: plain(encoder.get(k)) for k in ENCODER_IDENTITY_KEYS},
+        **{k: plain(meta.get(k)) for k in STORE_IDENTITY_KEYS if k != "encoder"},
+    }
+
+
+def run_identity(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A fold run's ``run_config.json``: its identity hyperparameters without locations, its fold data digest
+    (:func:`cta_rnn.data.fold_data_digest`) and its store's identity."""
+    record = {k: v for k, v in identity(hparams).items() if k not in LOCATION_KEYS}
+    record["fold_data"] = fold_data_digest(hparams["fold_dir"])
+    record["store"] = store_identity(hparams["store_dir"])
+    return record
+
+
+def relabelled(out: Path, fold_dir: str | os.PathLike) -> tuple[int, int] | None:
+    """How many utterances of a finished fold's predictions.csv now have another label in test.csv, of how many."""
+    if not (out / PREDICTIONS).is_file():
+        return None
+    try:
+        pred = read_predictions(out)
+        test = read_splits(fold_dir)["test"]
+    except (OSError, ValueError):
+        return None
+    both = pred[["ID", "true"]].merge(test[["ID", "emotion"]].astype(str), on="ID")
+    return int((both["true"] != both["emotion"]).sum()), len(both)
+
+
+def fold_data_changes(old: Any, new: dict[str, Any], out: Path, fold_dir: str | os.PathLike) -> list[str]:
+    """``fold data: <split>.csv changed (columns; rows)`` for each split file whose content differs from the record."""
+    if not isinstance(old, dict):
+        return []
+    changes = []
+    for name, now in new.items():
+        was = old.get(name)
+        if was == now:
+            continue
+        if not isinstance(was, dict):
+            changes.append(f"fold data: {name} changed")
+            continue
+        details = [c for c in FOLD_DATA_COLUMNS if was.get(c) != now.get(c)]
+        if was.get("rows") != now.get("rows"):
+            details.append(f"{was.get('rows')} -> {now.get('rows')} rows")
+        elif name == "test.csv" and details == ["emotion"] and (count := relabelled(out, fold_dir)) is not None:
+            details = [f"{count[0]} of {count[1]} labels differ from {PREDICTIONS}"]
+        changes.append(f"fold data: {name} changed ({', '.join(details)})")
+    return changes
+
+
+def store_changes(old: Any, new: dict[str, Any]) -> list[str]:
+    """``store: <key> old -> new`` for each store identity key that differs from the record."""
+    if not isinstance(old, dict):
+        return []
+
+    def flat(record: dict[str, Any]) -> dict[str, Any]:
+        encoder = record.get("encoder") if isinstance(record.get("encoder"), dict) else {}
+        return {
+            **{f"encoder.{k}": v for k, v in encoder.items()},
+            **{k: v for k, v in record.items() if k != "encoder"},
+        }
+
+    return [f"store: {item}" for item in differences(flat(old), flat(new))]
+
+
+def run_differences(
+    old: dict[str, Any], new: dict[str, Any], out: Path, fold_dir: str | os.PathLike
+) -> dict[str, list[str]]:
+    """What differs between a fold's recorded run identity and this run's, by kind ('hyperparameters', 'fold data',
+    'store'; only kinds with a difference). Locations are ignored, also in records that hold them."""
+    ignored = LOCATION_KEYS + CONTENT_KEYS
+    found = {
+        "hyperparameters": differences(
+            {k: v for k, v in old.items() if k not in ignored}, {k: v for k, v in new.items() if k not in ignored}
+        ),
+        "fold data": fold_data_changes(old.get("fold_data"), new["fold_data"], out, fold_dir),
+        "store": store_changes(old.get("store"), new["store"]),
+    }
+    return {kind: items for kind, items in found.items() if items}
+
+
 def claim_fold(fold_dir: Path, hparams: dict[str, Any]) -> None:
-    """Make the fold folder fit this run (main process, under the lock): ``--force`` clears it; otherwise a
-    run started with other hyperparameters is refused, naming the keys. Records ``run_config.json``."""
-    record = identity(hparams)
+    """Make the fold folder fit this run (main process, under the lock): ``--force`` clears it; otherwise a run
+    made with other hyperparameters, fold data or store is refused, naming what differs. Records ``run_config.json``."""
+    record = run_identity(hparams)
     finished = read_test_results(fold_dir) is not None
     if hparams.get("force"):
         removed = clear_fold(fold_dir)
@@ -181,15 +283,25 @@ def claim_fold(fold_dir: Path, hparams: dict[str, Any]) -> None:
         finished = False
     else:
         old = read_run_config(fold_dir)
-        diff = differences(old, record) if old is not None else []
+        diff = run_differences(old, record, fold_dir, hparams["fold_dir"]) if old is not None else {}
         if diff:
             state = "finished" if finished else "unfinished"
+            items = "; ".join(item for kind in diff.values() for item in kind)
             raise RunRefused(
-                f"{fold_dir}: its {state} run used other hyperparameters ({'; '.join(diff)}); --force=true "
+                f"{fold_dir}: its {state} run used other {' and '.join(diff)} ({items}); --force=true "
                 "trains it afresh, or train into another folder"
             )
         if old is None and (fold_dir / "save").is_dir() and not finished:
             logger.warning("%s: resuming a run that did not record its hyperparameters (%s)", fold_dir, RUN_CONFIG)
+        unchecked = ["hyperparameters", *CONTENT_KEYS] if old is None else [k for k in CONTENT_KEYS if k not in old]
+        if finished and unchecked:
+            logger.warning(
+                "%s: its %s (%s) does not record its %s: not compared (--force=true retrains it)",
+                fold_dir,
+                RUN_CONFIG,
+                "missing" if old is None else "written by an older version",
+                ", ".join(k.replace("_", " ") for k in unchecked),
+            )
     if not finished:
         atomic_write_json(fold_dir / RUN_CONFIG, record)
 
@@ -297,6 +409,16 @@ def train_and_test(
     brain.fit(brain.hparams.epoch_counter, loaders["train"], loaders["valid"])
     epochs_run = brain.hparams.epoch_counter.current
     chosen = best_checkpoints(checkpointer, brain.averaged)
+    if brain.averaged > 1 and len(chosen) < brain.averaged:
+        logger.warning(
+            "%s: the tested model averages %d checkpoint(s), not the %d asked (average_checkpoints): only %d "
+            "were saved (epochs run: %d)",
+            hparams["output_folder"],
+            len(chosen),
+            brain.averaged,
+            len(chosen),
+            epochs_run,
+        )
     brain.evaluate(loaders["valid"], max_key="UA", split="valid")  # the model that is tested: best or averaged
     brain.evaluate(loaders["test"], max_key="UA")
     return {
