@@ -66,7 +66,8 @@ class EmotionBrain(sb.Brain):
             from cta_rnn.checkpoint import best_checkpoints, best_model_state
 
             self.tested_checkpoints = max(1, len(best_checkpoints(self.checkpointer, self.averaged)))
-            self.modules.model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device)))
+            model = getattr(self.modules.model, "module", self.modules.model)  # under DDP: the wrapped model
+            model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device)))
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and attention weights for a batch."""

@@ -20,6 +20,7 @@ A run does what its command line says or refuses with one line (``error: ...``, 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -36,6 +37,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from cta_rnn import device as device_mod
 from cta_rnn.artifacts import (
     ENCODER_IDENTITY_KEYS,
     PREDICTIONS,
@@ -344,11 +346,16 @@ def class_weights(train_labels: Sequence[str], labels: Sequence[str]) -> torch.T
 
 
 def training_device(run_opts: dict[str, Any]) -> torch.device:
-    """The device SpeechBrain trains on (under torchrun: this process's local GPU)."""
-    device = str(run_opts.get("device") or "cpu")
-    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-    return torch.device(device)
+    """The device this process trains on: ``run_opts["device"]`` resolved for this machine and torchrun rank
+    (:func:`cta_rnn.device.resolve_device`; no ``--device``: this process's GPU if there is one, else the CPU)."""
+    return device_mod.resolve_device(run_opts.get("device"), device_mod.facts())
+
+
+def with_device(run_opts: Any, device: str) -> Any:
+    """``run_opts`` (SpeechBrain's frozen RunOptions, or a dict) with ``device`` set."""
+    if isinstance(run_opts, dict):
+        return {**run_opts, "device": device}
+    return dataclasses.replace(run_opts, device=device)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -507,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
         overrides = merge_overrides(confs, cli_overrides)
         check_overrides(overrides, yaml_keys(hparams_file))
+        run_opts = with_device(run_opts, str(training_device(run_opts)))  # SpeechBrain and the cache: one device
         sb.utils.distributed.ddp_init_group(run_opts)
         run_fold(hparams_file, run_opts, overrides, replay[-1] if replay else None)
     except (RunRefused, StoreError, OSError, ValueError) as err:  # HparamsError is a ValueError

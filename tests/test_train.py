@@ -124,13 +124,15 @@ def test_ddp_two_cpu_processes_gloo(toy: dict[str, Path], tmp_path: Path) -> Non
         "--master_port=29531",
         "-m",
         "cta_rnn.train",
-        *args(toy, out, 2),
+        *args(toy, out, 3),
         "--distributed_backend=gloo",
+        "--average_checkpoints=2",  # the averaged state (plain keys) goes into the DDP-wrapped model
     ]
     p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads((out / "test_results.json").read_text())
-    assert res["epochs_run"] == 2 and res["n"]["test"] == 16
+    assert res["epochs_run"] == 3 and res["n"]["test"] == 16
+    assert len(res["averaged_epochs"]) == 2
     assert len(pd.read_csv(out / "predictions.csv")) == 16
 
 
