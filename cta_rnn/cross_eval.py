@@ -5,8 +5,10 @@
         --out exp/IEMOCAP_to_MSP-IMPROV_cta_rnn_whisper_tiny_en_loso_speaker
 
 Writes ``<out>/fold<k>/predictions.csv`` per source fold model (finished ones are skipped), then scores
-``<out>`` like stage 3 (mean +- std over the fold models). The target store must come from the same
-encoder and layers as the source models (checked).
+``<out>`` like stage 3 (mean +- std over the fold models). Before any fold is tested, every source fold is
+checked: finished (``test_results.json``), trained on the target store's encoder and layers, and knowing every
+target emotion; a problem is one line naming the fold's file (``--source_advice`` / ``--target_advice``: what
+the caller's command line should do about it, e.g. ``recipes/cross_corpus/run.sh``'s own commands).
 """
 
 from __future__ import annotations
@@ -21,10 +23,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cta_rnn.artifacts import encoder_differences, read_manifest, write_label_encoder, write_predictions
+from cta_rnn.artifacts import (
+    encoder_differences,
+    read_folds_list,
+    read_manifest,
+    read_model_spec,
+    read_store_meta,
+    read_test_results,
+    write_label_encoder,
+    write_predictions,
+)
 from cta_rnn.checkpoint import load_fold_model
 from cta_rnn.io_utils import atomic_write_text
-from cta_rnn.store import EmbeddingStore, StoreMismatchError
+from cta_rnn.store import EmbeddingStore, StoreError, StoreMismatchError
 
 logger = logging.getLogger("cta_rnn.cross_eval")
 
@@ -59,30 +70,88 @@ def test_on_target(
     return brain.predictions_frame()
 
 
-def cross_evaluate(
-    source_exp: Path, manifest: pd.DataFrame, store_dir: Path, out: Path, force: bool = False, device: str = "cpu"
-) -> int:
-    """Test every finished source fold model on the target; returns how many folds were (re)computed."""
-    folds = sorted(p for p in source_exp.glob("fold*") if (p / "model.json").is_file())
+SOURCE_ADVICE = "finish stage 2 of the source recipe (its run.sh --stage 2 --stop_stage 2 with the same options)"
+TARGET_ADVICE = "dump the target with the source models' encoder (its run.sh --stage 1 --stop_stage 1 --encoder ...)"
+
+
+def source_folds(source_exp: Path) -> list[Path]:
+    """The source experiment's fold folders: every ``fold<k>`` there and every fold its ``folds.json`` lists."""
+    there = {int(p.name[4:]) for p in source_exp.glob("fold*") if p.is_dir() and p.name[4:].isdigit()}
+    listed = set(read_folds_list(source_exp) or [])
+    return [source_exp / f"fold{k}" for k in sorted(there | listed)]
+
+
+def check_sources(
+    source_exp: Path,
+    manifest: pd.DataFrame,
+    store_dir: Path,
+    manifest_path: Path | str = "the target manifest",
+    source_advice: str = SOURCE_ADVICE,
+    target_advice: str = TARGET_ADVICE,
+) -> list[tuple[Path, dict]]:
+    """Every source fold, checked before any is tested: (fold folder, model spec) of each.
+
+    Refused in one line naming the file: a fold that did not finish (``{fold}`` in ``source_advice`` is its
+    number), a model trained on another encoder or on layers the target store lacks, and target emotions outside
+    a model's labels.
+    """
+    folds = source_folds(source_exp)
     if not folds:
-        raise FileNotFoundError(f"{source_exp}: no trained fold (fold*/model.json); train the source recipe first")
-    done = 0
+        raise FileNotFoundError(f"{source_exp}: no trained fold (fold*/model.json); {SOURCE_ADVICE}")
+    meta = read_store_meta(store_dir)
+    emotions = set(manifest["emotion"].astype(str))
+    checked = []
     for fold in folds:
+        if not (fold / "model.json").is_file() or read_test_results(fold) is None:
+            advice = source_advice.replace("{fold}", fold.name[4:])
+            raise ValueError(f"{fold}: training did not finish (no test_results.json); {advice}")
+        spec = read_model_spec(fold)
+        diffs = encoder_differences(spec.get("encoder"), meta.get("encoder"))
+        if diffs:
+            raise StoreMismatchError(
+                f"{store_dir}: target store encoder differs from the one of {fold / 'model.json'} "
+                f"({'; '.join(diffs)}); {target_advice}"
+            )
+        absent = [k for k in spec["layers"] if k not in meta["layers"]]
+        if absent:
+            raise StoreMismatchError(
+                f"{store_dir}: target store lacks layers {absent} of {fold / 'model.json'} "
+                f"(has {meta['layers']}); {target_advice}"
+            )
+        unknown = sorted(emotions - set(map(str, spec["labels"])))
+        if unknown:
+            raise ValueError(
+                f"{manifest_path}: target emotions {unknown} are not among the labels of {fold / 'model.json'} "
+                f"{list(spec['labels'])}; map or drop them in the target's data prep"
+            )
+        checked.append((fold, spec))
+    return checked
+
+
+def cross_evaluate(
+    source_exp: Path,
+    manifest: pd.DataFrame,
+    store_dir: Path,
+    out: Path,
+    force: bool = False,
+    device: str = "cpu",
+    manifest_path: Path | str = "the target manifest",
+    source_advice: str = SOURCE_ADVICE,
+    target_advice: str = TARGET_ADVICE,
+) -> int:
+    """Test every source fold model on the target (all checked first); returns how many were (re)computed."""
+    checked = check_sources(source_exp, manifest, store_dir, manifest_path, source_advice, target_advice)
+    done = 0
+    for fold, spec in checked:
         dest = out / fold.name
         if (dest / "predictions.csv").exists() and not force:
             logger.info("%s exists: skipping", dest / "predictions.csv")
             continue
-        model, spec = load_fold_model(fold, device)
         store = EmbeddingStore(store_dir, layers=spec["layers"])
-        diffs = encoder_differences(spec.get("encoder"), store.meta.get("encoder"))
-        if diffs:
-            raise StoreMismatchError(
-                f"{store_dir}: target store encoder differs from the source models' ({'; '.join(diffs)})"
-            )
-        unknown = sorted(set(manifest["emotion"].astype(str)) - set(spec["labels"]))
-        if unknown:
-            raise ValueError(f"target labels {unknown} are not in the source label set {spec['labels']}")
         rows = manifest[manifest["ID"].isin(store.index.keys())].reset_index(drop=True)
+        if rows.empty:
+            raise StoreMismatchError(f"{store_dir}: none of the utterances of {manifest_path} is in the target store")
+        model, spec = load_fold_model(fold, device)
         frame = test_on_target(model, spec, store, rows, device)
         write_label_encoder(dest / "label_encoder.txt", spec["labels"])
         write_predictions(dest, frame)
@@ -129,10 +198,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--summary", default=None, help="also write this Markdown table (both directions + within)")
     p.add_argument("--corpora", default="IEMOCAP,MSP-IMPROV", help="recipes in the summary table")
+    p.add_argument(
+        "--source_advice", default=SOURCE_ADVICE, help="what to do about an unfinished source fold ({fold}: its number)"
+    )
+    p.add_argument("--target_advice", default=TARGET_ADVICE, help="what to do about a target store of another encoder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    manifest = read_manifest(args.target_manifest, required=("ID", "emotion", "speaker"))
-    cross_evaluate(args.source_exp, manifest, args.target_store, args.out, args.force, args.device)
+    try:
+        manifest = read_manifest(args.target_manifest, required=("ID", "emotion", "speaker"))
+        cross_evaluate(
+            args.source_exp,
+            manifest,
+            args.target_store,
+            args.out,
+            args.force,
+            args.device,
+            args.target_manifest,
+            args.source_advice,
+            args.target_advice,
+        )
+    except (OSError, ValueError, StoreError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     from cta_rnn.score import main as score_main
 
     rc = score_main(["--exp", str(args.out), "--recipe_root", str(args.recipe_root)])

@@ -10,6 +10,7 @@ The recipe driver (``recipes/shared/stages.sh``) asks this module, before it cre
 
     python -m cta_rnn.hparams_schema protocol NAME            # a known fold protocol? (one-line error if not)
     python -m cta_rnn.hparams_schema store DIR                # a finished embedding store? ("run stage 1")
+    python -m cta_rnn.hparams_schema ngpu N                   # N CUDA GPUs for torchrun? (before it starts)
     python -m cta_rnn.hparams_schema suffix [--train_config FILE] TRAIN_YAML -- ARGS
         # checks the user's training overrides; prints the experiment-name suffix they give ('' for none)
 """
@@ -157,6 +158,22 @@ def load_yaml(content: str, where: str = "overrides") -> Any:
         raise HparamsError(f"{where}: not valid YAML ({problem}): {' '.join(content.split())[:120]}") from None
 
 
+def load_yaml_file(path: str | Path) -> Any:
+    """A YAML file read as :func:`load_yaml` reads overrides (YAML 1.2: ``1e-3`` is a number, as on the command
+    line); a syntax error is one line ``FILE:LINE: problem``."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    content = Path(path).read_text(encoding="utf-8")
+    try:
+        return YAML(typ="safe", pure=True).load(content)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise HparamsError(f"{where}: not valid YAML: {problem}") from None
+
+
 def check_value(key: str, value: Any) -> None:
     """Raise :class:`HparamsError` when a declared key has a value outside its declared range."""
     spec = SCHEMA.get(key)
@@ -290,11 +307,12 @@ def check_store(store_dir: str | Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The recipe driver's checks: ``protocol``, ``store``, ``suffix``; errors are one line, exit status 1."""
+    """The recipe driver's checks: ``protocol``, ``store``, ``ngpu``, ``suffix``; errors are one line, exit status 1."""
     ap = argparse.ArgumentParser(prog="python -m cta_rnn.hparams_schema", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("protocol", help="check a fold protocol name").add_argument("name")
     sub.add_parser("store", help="check that a store is finished").add_argument("store_dir")
+    sub.add_parser("ngpu", help="check that this machine has N CUDA GPUs").add_argument("ngpu", type=int)
     sx = sub.add_parser("suffix", help="check training overrides; print the experiment-name suffix")
     sx.add_argument("train_yaml", help="the training YAML the overrides apply to")
     sx.add_argument("--train_config", default=None, help="the user's own training YAML (part of the suffix)")
@@ -305,6 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_protocol(args.name)
         elif args.cmd == "store":
             check_store(args.store_dir)
+        elif args.cmd == "ngpu":
+            from cta_rnn import device
+
+            device.check_gpu_count(args.ngpu, device.facts())
         else:
             rest = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
             overrides = parse_cli_overrides(rest)

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_dump import FrameEncoder, make_corpus
 
 from cta_rnn import device as dev
 from cta_rnn.dump import dump, maybe_finalize
 from cta_rnn.store import EmbeddingStore
-from test_dump import FrameEncoder, make_corpus
 
 GiB = 2**30
 

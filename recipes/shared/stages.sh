@@ -11,7 +11,8 @@
 #   3  scoring        exp/<...>/fold*/predictions.csv -> results.json, results.md, plots, RESULTS.md
 #   4  ablations      stages 2-3 for each model in --ablations (paired per-fold differences to --model, with
 #                     a Wilcoxon signed-rank test), plus the single-layer sweep (--sweep_layers)
-#   5  tuning         every point of hparams/tune.yaml on the same folds; selection by validation UA only
+#   5  tuning         every point of hparams/tune.yaml on the same folds (all checked before the first trains);
+#                     selection by validation UA only, a fold subset labelled as one
 #
 # Every Python step writes its output to a log (data/prep.log, dump/<encoder>.log, exp/<name>/fold<k>/stdout.log,
 # exp/<name>/score.log, ...); the console shows each step, its last line and its warnings, and a failure as one
@@ -126,6 +127,9 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 2 ]; then
     # shellcheck disable=SC2086
     suffix=$(py_query "${python}" -m cta_rnn.hparams_schema suffix "${own[@]}" "${train_config}" \
         -- ${train_args} "${extra_args[@]}")
+fi
+if [ "${ngpu}" -gt 1 ] && [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 2 ]; then
+    py_query "${python}" -m cta_rnn.hparams_schema ngpu "${ngpu}" > /dev/null  # before torchrun, not inside it
 fi
 if [ "${device}" = auto ]; then
     device=$(py_query "${python}" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
@@ -272,13 +276,21 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     # Hyperparameter search on validation data only: every point of hparams/tune.yaml on the same folds,
     # selected by mean validation UA over folds; the chosen point's test UA is reported once.
     tune_yaml="$(find_conf "" tune)"
-    points=$(py_query "${python}" -m cta_rnn.tune points "${tune_yaml}")
+    tune_yaml="${tune_yaml//\/\//\/}"
+    fold_list > /dev/null
+    check_store
+    tune_conf=(--conf "$(find_conf model "${model}")")
+    [ -f data/train_overrides.yaml ] && tune_conf=(--conf data/train_overrides.yaml "${tune_conf[@]}")
+    log "Stage 5: checking every point of ${tune_yaml} before training the first"
+    # shellcheck disable=SC2086
+    points=$(py_query "${python}" -m cta_rnn.tune points "${tune_yaml}" --train_yaml "${train_config}" \
+        --store "${dump_dir}" -- "${recipe_conf[@]}" "${tune_conf[@]}" ${train_args} "${extra_args[@]}")
     tuned=()
-    while IFS=$'\t' read -r point overrides; do
-        [ -n "${point}" ] || continue
-        log "Stage 5: tune ${point}: ${overrides}"
-        # shellcheck disable=SC2086
-        train_folds "${model}" "exp/$(expname "${model}")_tune_${point}" ${overrides}
+    while IFS=$'\t' read -r -a fields; do  # <tag> TAB <override> TAB ... (no globbing, spaces kept)
+        [ "${#fields[@]}" -gt 0 ] || continue
+        point="${fields[0]}"
+        log "Stage 5: tune ${point}: ${fields[*]:1}"
+        train_folds "${model}" "exp/$(expname "${model}")_tune_${point}" "${fields[@]:1}"
         tuned+=("exp/$(expname "${model}")_tune_${point}")
     done <<< "${points}"
     out="exp/tune_$(expname "${model}")"
