@@ -57,7 +57,7 @@ def test_on_target(
     from cta_rnn.data import eval_loader, speaker_stats
     from cta_rnn.feature_cache import FeatureSource
 
-    source = FeatureSource(store, rows["ID"].tolist(), device, cache)
+    source = FeatureSource(store, rows["ID"].tolist(), device, cache, batch_size=batch_size)
     if model.normalizer.mode == "speaker":
         model.normalizer.set_speakers(speaker_stats(source, rows, 200))
     loader = eval_loader(source, rows, spec["labels"], model.normalizer, batch_size)
@@ -67,7 +67,10 @@ def test_on_target(
         run_opts={"device": device},
     )
     brain.evaluate(loader, progressbar=False)
-    return brain.predictions_frame()
+    frame = brain.predictions_frame()
+    del loader, brain
+    source.release()  # the next source fold sizes its cache from the GPU memory this one held
+    return frame
 
 
 SOURCE_ADVICE = "finish stage 2 of the source recipe (its run.sh --stage 2 --stop_stage 2 with the same options)"

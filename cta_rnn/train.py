@@ -471,7 +471,8 @@ def _train_fold(
     run_on_main(ensure_label_encoder, args=[hparams["label_encoder_file"], labels, splits["train"]["emotion"]])
     device = training_device(run_opts)
     ids = [u for df in splits.values() for u in df["ID"]]
-    source = FeatureSource(store, ids, device, hparams.get("cache", "auto"), hparams["num_workers"])
+    largest = max(hparams["batch_size"], hparams.get("eval_batch_size") or hparams["batch_size"])
+    source = FeatureSource(store, ids, device, hparams.get("cache", "auto"), hparams["num_workers"], largest)
     model = prepare_model(hparams, store, source, splits)
     install_replay(replay_script, out.parent)
     if hparams["class_weighting"] == "inverse":

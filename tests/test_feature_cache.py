@@ -154,3 +154,18 @@ def test_host_buffers_are_reused_never_overwrite_a_kept_batch_and_grow_to_the_la
     again = pool.empty((64, 8), torch.float16)  # ... so the next large batch reuses it (no new allocation)
     assert again.data_ptr() == ptr_big
     assert (a == 1).all()
+
+
+def test_release_frees_the_table_for_the_next_folds_cache(toy: dict[str, Path]) -> None:
+    import gc
+    import weakref
+
+    store = EmbeddingStore(toy["store"])
+    source = fc.FeatureSource(store, store.ids(), "cpu", "ram")
+    first = store.ids()[0]
+    before = source.utterance(first).clone()
+    table = weakref.ref(source.table)
+    source.release()
+    gc.collect()
+    assert table() is None  # nothing else keeps the frames alive (on a GPU: handed back by empty_cache)
+    assert torch.equal(source.utterance(first), before)  # still readable, from the store

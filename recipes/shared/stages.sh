@@ -171,6 +171,9 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     if [ "${nj}" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
         export OMP_NUM_THREADS=$(( $(nproc) / nj > 0 ? $(nproc) / nj : 1 ))
     fi
+    if [ "${nj}" -gt 1 ] && [[ "${device}" == cuda* ]]; then
+        export CTA_RNN_PROCESSES_PER_GPU="${nj}"  # the folds at once on one GPU each size their cache to a share
+    fi
     local pids=() pid_folds=() failed=0 i cmd status
     for k in ${selected}; do
         flog="${expdir}/fold${k}/stdout.log"
