@@ -25,7 +25,7 @@ def test_plot_confusion(tmp_path: Path) -> None:
     _check_png(out)
     first = out.read_bytes()
     plot_confusion(cm, LABELS, out, title="test")
-    assert out.read_bytes() == first
+    assert out.read_bytes() == first  # the same figure drawn twice in one process: the same bytes
     with pytest.raises(ValueError):
         plot_confusion([[1, 2], [3, 4]], LABELS, tmp_path / "bad.png")
 

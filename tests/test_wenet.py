@@ -3,6 +3,10 @@
 The reference (``../shared/fixtures/wenet_u2pp_tiny``) was computed by WeNet's own code. The generated
 checkpoints below are written key by key from WeNet's state-dict naming (not from cta_rnn's modules),
 so loading them also checks the naming.
+
+Float comparisons use the bounds of ``float_bounds`` (rounding of float32 sums, scaled by each layer's
+magnitude and depth) or, for fbank, ``fbank_rounding_bound`` (FFT rounding seen through the log): both
+hold across CPUs, and ``test_broken_padding_exceeds_the_bound`` shows a padding bug lands far above them.
 """
 
 from __future__ import annotations
@@ -15,12 +19,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from float_bounds import (
+    EPS_BF16,
+    assert_within,
+    chained_sums,
+    log_power_bound,
+    max_abs,
+    network_bound,
+    ratio,
+    report,
+    rounding_bound,
+)
 from torchaudio.compliance import kaldi
 
 from cta_rnn.encoders import build_encoder, load_spec
 from cta_rnn.encoders.wenet import WenetLayerwiseEncoder, wenet_fbank
 from cta_rnn.encoders.wenet_checkpoint import WenetCheckpointError, load_cmvn, sinusoid_table
-from cta_rnn.encoders.wenet_model import SUBSAMPLINGS
+from cta_rnn.encoders.wenet_model import SUBSAMPLINGS, ConvModule, WenetEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "wenet_u2pp_tiny"
@@ -53,17 +68,61 @@ def padded(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, torch.tensor([len(w) / n for w in wavs])
 
 
-def assert_batch_equals_singles(enc: WenetLayerwiseEncoder, wavs: list[torch.Tensor], atol: float = 1e-5) -> None:
-    """A padded batch gives each clip's single-run frames; padded frames are zero."""
+N_FFT = 512  # kaldi.fbank's FFT length for 25 ms at 16 kHz (400 samples, rounded up to a power of 2)
+
+
+def layer_bounds(enc: WenetLayerwiseEncoder, layers: torch.Tensor, frames: int, from_wav: bool) -> list[float]:
+    """float32 rounding bound of each selected layer (``layers``: (L, T, D) values the bounds scale with).
+
+    Path to layer k: the input layer and the first k blocks (``float_bounds.network_bound``; ``frames``
+    attention keys), plus the fbank's FFT and mel sums (N_FFT terms) when the compared runs start from
+    audio on different machines.
+    """
+    model = enc.model
+    return [
+        network_bound(
+            model.embed, *model.encoders[:k], magnitude=max_abs(layers[j]), outside=max(frames, from_wav * N_FFT),
+            extra_depth=2 * from_wav,
+        )
+        for j, k in enumerate(enc.layers)
+    ]  # fmt: skip
+
+
+def batch_vs_single_ratio(enc: WenetLayerwiseEncoder, wavs: list[torch.Tensor]) -> float:
+    """Worst |batch row - single run| / bound over the valid frames; checks frames, shapes and zero padding.
+
+    Each clip's fbank is computed alone (identical bits), so the runs differ by the encoder's rounding
+    only: the padded batch's longer convolutions/GEMMs may take other kernels or blockings.
+    """
     hidden, frames = enc.encode(*padded(wavs))
     assert frames.tolist() == [enc.num_frames(len(w)) for w in wavs]
     assert hidden.shape == (len(wavs), enc.num_layers, max(frames), enc.dim)
+    assert torch.isfinite(hidden).all()
+    worst = 0.0
     for i, w in enumerate(wavs):
         single, f = enc.encode(w[None], torch.ones(1))
         assert f.item() == frames[i] and single.shape[2] == f.item()
-        torch.testing.assert_close(hidden[i, :, : f.item()], single[0], atol=atol, rtol=1e-5)
+        bounds = layer_bounds(enc, single[0], int(max(frames)), from_wav=False)
+        for j, bound in enumerate(bounds):
+            worst = max(worst, ratio(hidden[i, j, : f.item()], single[0, j], bound))
         assert not hidden[i, :, f.item() :].any()
-    assert torch.isfinite(hidden).all()
+    return worst
+
+
+def assert_batch_equals_singles(enc: WenetLayerwiseEncoder, wavs: list[torch.Tensor]) -> float:
+    """A padded batch gives each clip's single-run frames (within float32 rounding); padded frames are zero."""
+    worst = batch_vs_single_ratio(enc, wavs)
+    report(f"{enc.describe()['input_layer']} batch vs single: {worst:.3g} x bound")
+    assert worst <= 1, f"a padded batch row differs from its single run by {worst:.3g} x the rounding bound"
+    return worst
+
+
+def fbank_rounding_bound(wav: torch.Tensor, fbank: torch.Tensor) -> torch.Tensor:
+    """Bound on |fbank_A - fbank_B| per (frame, mel bin) between two float32 FFT paths (``log_power_bound``):
+    kaldi's 512-point FFT, 257 power bins per mel sum, triangular weights <= 1, natural log."""
+    spec = kaldi.spectrogram(wav[None] * 32768, frame_length=25, frame_shift=10, dither=0.0, energy_floor=0.0)
+    frame_energy = 2 * spec.double().exp().sum(1, keepdim=True)  # ||X||^2 over all N_FFT bins (real input)
+    return log_power_bound(fbank, fbank.double().exp(), frame_energy, N_FFT, N_FFT // 2 + 1)
 
 
 def signals(rate: int = 16000, seconds: tuple[float, ...] = (0.62, 1.37, 0.95)) -> list[torch.Tensor]:
@@ -88,9 +147,10 @@ def test_layers_match_reference(fixture_encoder: WenetLayerwiseEncoder, referenc
     hidden, frames = fixture_encoder.encode(sig["wav"][None], torch.ones(1))
     assert frames.tolist() == [sig["out_length"]] == [fixture_encoder.num_frames(sig["num_samples"])]
     assert hidden.shape == (1, 4, sig["out_length"], 64)
-    for k, expected in enumerate(sig["layers"]):
-        diff = (hidden[0, k] - expected).abs().max().item()
-        assert diff <= (1e-4 if k == 0 else 1e-5), f"layer {k}: max abs diff {diff:.3g}"
+    # from audio, on another machine: fbank + input layer + k blocks of float32 rounding (layer_bounds)
+    expected = torch.stack(sig["layers"])
+    for k, bound in enumerate(layer_bounds(fixture_encoder, expected, sig["out_length"], from_wav=True)):
+        assert_within(hidden[0, k], expected[k], bound, f"signal {index} layer {k}")
 
 
 def test_network_matches_reference_from_reference_fbank(fixture_encoder: WenetLayerwiseEncoder, reference) -> None:
@@ -101,10 +161,13 @@ def test_network_matches_reference_from_reference_fbank(fixture_encoder: WenetLa
             states, lengths = model(fbank, torch.tensor([fbank.shape[1]]), [0, 1, 2, 3])
             final = model.after_norm(states[-1])
         assert lengths.tolist() == [sig["out_length"]] == [int(sig["mask"].sum())]
-        torch.testing.assert_close(states[0][0], sig["layers"][0], atol=1e-4, rtol=0)
-        for k in (1, 2, 3):
-            torch.testing.assert_close(states[k][0], sig["layers"][k], atol=1e-5, rtol=0)
-        torch.testing.assert_close(final[0], sig["final"], atol=1e-5, rtol=0)
+        # the same fbank bits on both machines: input layer + k blocks of float32 rounding
+        expected = torch.stack(sig["layers"])
+        bounds = layer_bounds(fixture_encoder, expected, sig["out_length"], from_wav=False)
+        for k, bound in enumerate(bounds):
+            assert_within(states[k][0], expected[k], bound, f"layer {k}")
+        final_bound = network_bound(model.embed, model.encoders, model.after_norm, magnitude=max_abs(sig["final"]))
+        assert_within(final[0], sig["final"], final_bound, "final")
 
 
 def test_fbank_and_cmvn_match_reference(fixture_encoder: WenetLayerwiseEncoder, reference: dict) -> None:
@@ -116,8 +179,12 @@ def test_fbank_and_cmvn_match_reference(fixture_encoder: WenetLayerwiseEncoder, 
         assert torch.equal(ours, direct)  # exactly WeNet's call (the reference's options, dither 0)
         assert ours.shape == sig["fbank"].shape == (sig["num_frames"], 80)
         assert sig["num_frames"] == fixture_encoder.fbank.num_frames(sig["num_samples"])
-        # float32 FFT rounding depends on the CPU's MKL code path: relative, not bitwise, agreement
-        torch.testing.assert_close(ours, sig["fbank"], rtol=5e-5, atol=0)
+        # float32 FFT rounding depends on the CPU's MKL code path: agreement within that rounding, per bin
+        bound = fbank_rounding_bound(sig["wav"], sig["fbank"])
+        assert_within(ours, sig["fbank"], bound, "fbank")
+        # ... which still sees a real front-end change (a Hamming window instead of Povey's) in nearly every bin
+        hamming = kaldi.fbank(sig["wav"][None] * 32768, **(meta["fbank_options"] | {"window_type": "hamming"}))
+        assert ((hamming - sig["fbank"]).abs() > bound).float().mean() > 0.95
     mean, istd = load_cmvn(FIXTURE / "global_cmvn")
     assert torch.equal(mean, meta["cmvn_mean"]) and torch.equal(istd, meta["cmvn_istd"])
     cmvn = fixture_encoder.model.global_cmvn
@@ -139,9 +206,41 @@ def test_padded_batch_matches_single_runs(fixture_encoder: WenetLayerwiseEncoder
     for j, i in enumerate(batch_ref["order"]):
         sig = reference["signals"][i]
         n = sig["out_length"]
-        for k in range(4):
-            torch.testing.assert_close(hidden[j, k, :n], sig["layers"][k], atol=1e-4 if k == 0 else 1e-5, rtol=0)
-    assert_batch_equals_singles(fixture_encoder, wavs, atol=1e-6)
+        expected = torch.stack(sig["layers"])
+        for k, bound in enumerate(layer_bounds(fixture_encoder, expected, int(max(frames)), from_wav=True)):
+            assert_within(hidden[j, k, :n], expected[k], bound, f"batch row {j} layer {k}")
+    assert_batch_equals_singles(fixture_encoder, wavs)
+
+
+def _attention_sees_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: every key visible, padded frames included (a key mask that ignores the lengths)."""
+    monkeypatch.setattr(WenetEncoder, "attention_mask", lambda self, valid: torch.ones_like(valid)[:, None, :])
+
+
+def _conv_sees_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the conv module leaves padded frames unzeroed, so a symmetric depthwise conv reads them."""
+    forward = ConvModule.forward
+    monkeypatch.setattr(ConvModule, "forward", lambda self, x, valid: forward(self, x, torch.ones_like(valid)))
+
+
+@pytest.mark.parametrize(
+    ("bug", "model"),
+    [(_attention_sees_padding, "fixture"), (_conv_sees_padding, "conv2d-batchnorm-noncausal")],
+    ids=["attention-mask", "conv-padding"],
+)
+def test_broken_padding_exceeds_the_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bug, model: str) -> None:
+    """The batch-vs-single bound is tight enough: a padding leak lands far above it and fails the comparison."""
+    if model == "fixture":
+        enc, wavs = WenetLayerwiseEncoder(FIXTURE), signals(seconds=(1.3, 2.71))
+    else:
+        enc, wavs = WenetLayerwiseEncoder(write_model(tmp_path / model, **GENERATED[model])), signals()
+    assert assert_batch_equals_singles(enc, wavs) <= 1  # intact: within the float32 bound
+    bug(monkeypatch)
+    worst = batch_vs_single_ratio(enc, wavs)
+    report(f"{model} with {bug.__name__}: {worst:.3g} x bound")
+    assert worst > 100, f"a padding leak gave only {worst:.3g} x the rounding bound"
+    with pytest.raises(AssertionError, match="differs from its single run"):
+        assert_batch_equals_singles(enc, wavs)
 
 
 def test_frame_counts_follow_the_subsampling_formulas(fixture_encoder: WenetLayerwiseEncoder) -> None:
@@ -556,12 +655,16 @@ def test_static_chunk_mask(tmp_path: Path) -> None:
     short, _ = enc.encode(wav[None, : 400 + 160 * 10], torch.ones(1))
     chunked, _ = enc.encode(wav[None], torch.ones(1))
     assert short.shape[2] == 2
-    torch.testing.assert_close(chunked[:, :, :2], short, atol=1e-5, rtol=0)
+    # the two runs differ in length only: the same values up to float32 rounding (other kernel blockings)
+    bounds = layer_bounds(enc, short[0], chunked.shape[2], from_wav=False)
+    for k, bound in enumerate(bounds):
+        assert_within(chunked[0, k, :2], short[0, k], bound, f"layer {k}")
     # the same weights without the static chunk size attend to the whole clip
     full_context = write_model(tmp_path / "full", input_layer="conv2d", kernel=4, encoder_conf={"causal": True})
     full, _ = WenetLayerwiseEncoder(full_context).encode(wav[None], torch.ones(1))
-    torch.testing.assert_close(full[:, 0], chunked[:, 0])
-    assert (full[:, 1:, :4] - chunked[:, 1:, :4]).abs().max() > 1e-3
+    assert torch.equal(full[:, 0], chunked[:, 0])  # the input layer: one machine, same weights, same input bits
+    # the chunk mask's effect on the first chunk: far above the rounding bound of those same frames
+    assert min(ratio(full[0, k, :2], chunked[0, k, :2], bounds[k]) for k in (1, 2)) > 100
 
 
 # ---------------------------------------------------------------------------------------------- factory
@@ -575,14 +678,21 @@ def test_factory_and_recipe_yaml(reference: dict) -> None:
     sig = reference["signals"][0]
     hidden, frames = enc.encode(sig["wav"][None], torch.ones(1))
     assert hidden.shape == (1, 2, 20, 64)
-    torch.testing.assert_close(hidden[0, 1], sig["layers"][3], atol=1e-5, rtol=0)
+    bound = layer_bounds(enc, torch.stack([sig["layers"][0], sig["layers"][3]]), 20, from_wav=True)[1]
+    assert_within(hidden[0, 1], sig["layers"][3], bound, "layer 3")
     meta = enc.describe()
     assert meta["backend"] == "wenet" and meta["total_layers"] == 4 and meta["dim"] == 64
     low = build_encoder({"backend": "wenet", "source": str(FIXTURE), "dtype": "bfloat16"})
     hidden16, _ = low.encode(sig["wav"][None], torch.ones(1))
     assert low.describe()["dtype"] == "bfloat16" and hidden16.dtype == torch.float32
+    # bf16 autocast rounds each Linear/conv/matmul's inputs and output to bf16 (sums stay float32): a relative
+    # error up to 2 EPS_BF16 per op (no sqrt(K)), adding up over the ops chained before layer k, on the layer's
+    # largest frame (norms over the 64 dims)
     for k in range(4):
-        assert torch.nn.functional.cosine_similarity(hidden16[0, k], sig["layers"][k], dim=-1).min() > 0.999
+        chained = chained_sums(low.model.embed, *low.model.encoders[:k])
+        magnitude = float(sig["layers"][k].norm(dim=-1).max())
+        bound = rounding_bound(magnitude, terms=1, depth=chained, eps=EPS_BF16)
+        assert_within((hidden16[0, k] - sig["layers"][k]).norm(dim=-1), torch.zeros(20), bound, f"bf16 layer {k}")
     with pytest.raises(ValueError, match="max_chunk_s"):
         build_encoder({"backend": "wenet", "source": str(FIXTURE), "max_chunk_s": 10})
     with pytest.raises(ValueError, match="only applies to Whisper"):
