@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from cta_rnn import device as device_mod
+from cta_rnn import progress
 from cta_rnn.artifacts import read_manifest
 from cta_rnn.audio import AudioError, load_audio
 from cta_rnn.io_utils import atomic_to_csv
@@ -297,7 +297,7 @@ def dump(
             logger.info("encoding %d utterances (%d already in the store)", len(todo), summary["already_done"])
         loader = make_loader(todo, encoder, batch_seconds, num_workers, device, max_duration)
         start = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="utt", desc=f"dump {out_dir.name}", disable=None, file=sys.stderr)
+        bar = progress.bar(len(todo), f"dump {out_dir.name}", unit="utt")
         with WriterThread(writer, queue_batches) as sink:
             for batch in iterate_batches(loader):
                 skipped += audio_errors(batch, on_error)

@@ -25,10 +25,14 @@ import errno
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
+import time
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from cta_rnn import device as device_mod
+from cta_rnn import progress
 from cta_rnn.artifacts import (
     ENCODER_IDENTITY_KEYS,
     PREDICTIONS,
@@ -455,6 +460,23 @@ def run_fold(
         return _train_fold(hparams_file, run_opts, overrides, hparams, replay_script)
 
 
+_SOURCE: dict[tuple, FeatureSource] = {}
+"""The last fold's feature cache: the next fold of the same process reuses it when it needs the same features."""
+
+
+def shared_source(
+    store: EmbeddingStore, ids: Sequence[str], device: torch.device, mode: str, num_workers: int, batch_size: int
+) -> FeatureSource:
+    """A :class:`FeatureSource` for ``ids``, shared by the folds one process trains (the store read once)."""
+    key = (str(store.root.resolve()), tuple(store.layers), frozenset(ids), str(device), mode, num_workers)
+    if key not in _SOURCE:
+        for old in _SOURCE.values():
+            old.release()
+        _SOURCE.clear()
+        _SOURCE[key] = FeatureSource(store, ids, device, mode, num_workers, batch_size)
+    return _SOURCE[key]
+
+
 def _train_fold(
     hparams_file: str,
     run_opts: dict[str, Any],
@@ -472,7 +494,7 @@ def _train_fold(
     device = training_device(run_opts)
     ids = [u for df in splits.values() for u in df["ID"]]
     largest = max(hparams["batch_size"], hparams.get("eval_batch_size") or hparams["batch_size"])
-    source = FeatureSource(store, ids, device, hparams.get("cache", "auto"), hparams["num_workers"], largest)
+    source = shared_source(store, ids, device, hparams.get("cache", "auto"), hparams["num_workers"], largest)
     model = prepare_model(hparams, store, source, splits)
     install_replay(replay_script, out.parent)
     if hparams["class_weighting"] == "inverse":
@@ -505,19 +527,112 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+FOLD_KEY = "{fold}"
+"""Placeholder in the arguments of ``--folds``: replaced by each fold's number (``--fold_dir=.../fold{fold}``)."""
+
+
+def train_once(argv: Sequence[str]) -> None:
+    """One fold from its command line (``--conf``, ``--replay_script``, SpeechBrain arguments and overrides)."""
+    confs, rest = split_conf_args(argv)
+    replay, rest = pop_option(rest, "replay_script")
+    hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
+    overrides = merge_overrides(confs, cli_overrides)
+    check_overrides(overrides, yaml_keys(hparams_file))
+    run_opts = with_device(run_opts, str(training_device(run_opts)))  # SpeechBrain and the cache: one device
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        sb.utils.distributed.ddp_init_group(run_opts)
+    run_fold(hparams_file, run_opts, overrides, replay[-1] if replay else None)
+
+
+def fold_argv(argv: Sequence[str], fold: int) -> list[str]:
+    """The arguments of one fold of ``--folds``: every ``{fold}`` replaced by its number."""
+    return [a.replace(FOLD_KEY, str(fold)) for a in argv]
+
+
+def output_folder(argv: Sequence[str]) -> Path | None:
+    """The ``--output_folder`` of a command line (None when absent)."""
+    values, _ = pop_option(argv, "output_folder")
+    return Path(values[-1]) if values else None
+
+
+@contextmanager
+def output_to(log: Path | None, argv: Sequence[str]) -> Iterator[None]:
+    """stdout and stderr (file descriptors 1 and 2, so Python logging and C libraries alike) appended to ``log``
+    with a header naming the command, as the stage driver does for a process per fold; restored afterwards."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"=== {datetime.now():%Y-%m-%d %H:%M:%S} {sys.executable} -m cta_rnn.train {shlex.join(argv)}\n")
+        f.flush()
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def train_folds(folds: Sequence[int], argv: Sequence[str]) -> int:
+    """Several folds one after another in this process (imports, the store and its cache shared): each fold's
+    output goes to its ``stdout.log``, a line per finished or failed fold to the console; returns the failures.
+
+    A kill resumes per fold as with a process per fold: finished folds are skipped, a killed one resumes.
+    """
+    failed = 0
+    start = time.perf_counter()
+    for n, fold in enumerate(folds, 1):
+        args = fold_argv(argv, fold)
+        out = output_folder(args)
+        t0 = time.perf_counter()
+        try:
+            with output_to(out / "stdout.log" if out else None, args):
+                try:
+                    train_once(args)
+                except (RunRefused, StoreError, OSError, ValueError) as err:  # HparamsError is a ValueError
+                    logger.debug("refused", exc_info=True)
+                    print(f"error: {one_line(err)}", file=sys.stderr)
+                    raise
+                except Exception:  # a bug or a broken YAML object: its traceback into this fold's log
+                    traceback.print_exc()
+                    raise
+        except Exception as err:  # the next fold still trains; the status says one failed
+            failed += 1
+            progress.say(f"    fold {fold} failed: {one_line(err)} (log: {out / 'stdout.log' if out else 'stderr'})")
+            continue
+        done = read_test_results(out) if out else None
+        ua = f"test UA {done['test']['UA']:.3f}, " if done else ""
+        progress.say(
+            f"    fold {fold} done: {ua}{time.perf_counter() - t0:.0f} s ({n}/{len(folds)} of this job, "
+            f"{time.perf_counter() - start:.0f} s)"
+        )
+    return failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m cta_rnn.train`` / ``cta-rnn train``; a refused run is one line, status 1."""
+    """Entry point of ``python -m cta_rnn.train`` / ``cta-rnn train``; a refused run is one line, status 1.
+
+    ``--folds 1,3,5`` trains those folds one after another in this process, ``{fold}`` in the other arguments
+    standing for each fold's number (the stage driver's ``--nj`` jobs).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.raiseExceptions = False  # a log file on a full disk must not print a traceback per log line
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        confs, rest = split_conf_args(list(sys.argv[1:] if argv is None else argv))
-        replay, rest = pop_option(rest, "replay_script")
-        hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
-        overrides = merge_overrides(confs, cli_overrides)
-        check_overrides(overrides, yaml_keys(hparams_file))
-        run_opts = with_device(run_opts, str(training_device(run_opts)))  # SpeechBrain and the cache: one device
-        sb.utils.distributed.ddp_init_group(run_opts)
-        run_fold(hparams_file, run_opts, overrides, replay[-1] if replay else None)
+        folds, args = pop_option(args, "folds")
+        if folds:
+            numbers = [int(k) for k in ",".join(folds).replace(" ", ",").split(",") if k]
+            return 1 if train_folds(numbers, args) else 0
+        train_once(args)
     except (RunRefused, StoreError, OSError, ValueError) as err:  # HparamsError is a ValueError
         logger.debug("refused", exc_info=True)  # the traceback goes to the fold's log.txt once it exists
         print(f"error: {one_line(err)}", file=sys.stderr)

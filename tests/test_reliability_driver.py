@@ -88,7 +88,7 @@ def test_force_retrains_and_repeated_folds_train_once(recipe: Path) -> None:
         pytest.skip("needs the previous test's experiment")
     p = run(recipe, "--stage", "2", "--folds", "1,1", "--nj", "2", "--force", "true")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stderr.count("Stage 2: train cta_rnn fold 1,") == 1
+    assert p.stderr.count("Stage 2: train cta_rnn fold(s) 1,") == 1  # "1,1": one fold, one job
     log = (fold / "train_log.txt").read_text().splitlines()
     assert [ln.split(",")[0] for ln in log if ln.startswith("epoch")] == ["epoch: 1", "epoch: 2"]  # from scratch
     assert "removed the previous run" in (fold / "stdout.log").read_text()

@@ -76,7 +76,7 @@ show_log() {  # show_log <log>: the warnings and the last line of a successful s
 run_logged() {  # run_logged <log> <what> <cmd...>: output appended to <log>; a failure is one line naming it
     local logf="$1" what="$2"; shift 2
     start_log "${logf}" "$@"
-    if "$@" < /dev/null >> "${logf}" 2>&1; then show_log "${logf}"; return 0; fi
+    if "$@" 3>&2 < /dev/null >> "${logf}" 2>&1; then show_log "${logf}"; return 0; fi
     die "${what} failed: $(last_error "${logf}") (log: ${logf})"
 }
 py_query() {  # py_query <cmd...>: a short check whose stdout is the answer; its error becomes one die line
@@ -99,6 +99,11 @@ if [ -z "${python}" ]; then
 fi
 export python
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # see cta_rnn/__init__.py
+export CTA_RNN_CONSOLE_FD=3  # Python steps draw their progress on the console (fd 3), their logs get the rest
+
+timings=""  # "stage N S s" of each stage run, printed at the end
+stage_begin() { stage_now=$1; stage_t0=${SECONDS}; }
+stage_end() { timings+="${timings:+, }stage ${stage_now} $((SECONDS - stage_t0)) s"; }
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}"
 py_query "${python}" -m cta_rnn.hparams_schema protocol "${protocol}" > /dev/null
 
@@ -174,36 +179,41 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     if [ "${nj}" -gt 1 ] && [[ "${device}" == cuda* ]]; then
         export CTA_RNN_PROCESSES_PER_GPU="${nj}"  # the folds at once on one GPU each size their cache to a share
     fi
-    local pids=() pid_folds=() failed=0 i cmd status
-    for k in ${selected}; do
-        flog="${expdir}/fold${k}/stdout.log"
-        log "Stage 2: train ${m} fold ${k}, ${dump_dir} + data/folds/${protocol}/fold${k} -> ${expdir}/fold${k} (log: ${flog})"
-        cmd=("${launcher[@]}" "${train_config}" "${recipe_conf[@]}" "${data_conf[@]}" --conf "${conf}"
-            --fold_dir="data/folds/${protocol}/fold${k}" --store_dir="${dump_dir}"
-            --output_folder="${expdir}/fold${k}" --device="${device}" --force="${force}" --replay_script "${replay}")
+    # --nj jobs, each one process training its share of the folds one after another (imports, the store and its
+    # feature cache shared; each fold still has its own stdout.log, checkpoints and resume)
+    local groups=() pids=() whys=() failed=0 i=0 j cmd jlog why=""
+    for k in ${selected}; do groups[i % nj]+="${groups[i % nj]:+,}${k}"; i=$((i + 1)); done
+    for j in "${!groups[@]}"; do
+        jlog="${expdir}/train_job$((j + 1)).log"
+        log "Stage 2: train ${m} fold(s) ${groups[j]}, ${dump_dir} + data/folds/${protocol}/fold<k> -> ${expdir}/fold<k> (logs: ${expdir}/fold<k>/stdout.log)"
+        cmd=("${launcher[@]}" --folds "${groups[j]}" "${train_config}" "${recipe_conf[@]}" "${data_conf[@]}"
+            --conf "${conf}" --fold_dir="data/folds/${protocol}/fold{fold}" --store_dir="${dump_dir}"
+            --output_folder="${expdir}/fold{fold}" --device="${device}" --force="${force}" --replay_script "${replay}")
         # shellcheck disable=SC2206
         cmd+=(${train_args} "${extra_args[@]}" "$@")
-        if [ "${nj}" -le 1 ]; then
-            run_logged "${flog}" "stage 2 (${m} fold ${k})" "${cmd[@]}"
+        start_log "${jlog}" "${cmd[@]}"
+        "${cmd[@]}" 3>&2 < /dev/null >> "${jlog}" 2>&1 &
+        pids+=($!)
+    done
+    for j in "${!pids[@]}"; do wait "${pids[j]}" || true; done  # each fold's outcome is judged below
+    j=0
+    for k in ${selected}; do
+        flog="${expdir}/fold${k}/stdout.log"
+        jlog="${expdir}/train_job$((j % nj + 1)).log"; j=$((j + 1))
+        if [ ! -f "${flog}" ]; then  # the job died before this fold started
+            why="stage 2 (${m} fold ${k}) failed: $(last_error "${jlog}") (log: ${jlog})"
+        elif last_run "${flog}" | grep -q '^error: ' || [ ! -f "${expdir}/fold${k}/test_results.json" ]; then
+            why="stage 2 (${m} fold ${k}) failed: $(last_error "${flog}") (log: ${flog})"
+        else
+            show_log "${flog}"
             continue
         fi
-        start_log "${flog}" "${cmd[@]}"
-        "${cmd[@]}" < /dev/null >> "${flog}" 2>&1 &
-        pids+=($!); pid_folds+=("${k}")
-        while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-    done
-    for i in "${!pids[@]}"; do
-        flog="${expdir}/fold${pid_folds[i]}/stdout.log"
-        status=0
-        wait "${pids[i]}" || status=$?
-        if [ "${status}" -eq 0 ]; then
-            show_log "${flog}"
-        else
-            failed=$((failed + 1))
-            log "fold ${pid_folds[i]} failed (exit ${status}): $(last_error "${flog}") (log: ${flog})"
-        fi
+        failed=$((failed + 1))
+        whys+=("${why}")
     done
     rm -f "${replay}"
+    [ "${failed}" -ne 1 ] || die "${whys[0]}"
+    for why in "${whys[@]}"; do log "${why}"; done
     [ "${failed}" -eq 0 ] || die "${failed} fold(s) of ${expdir} failed (see above)"
 }
 
@@ -220,32 +230,41 @@ score_exp() {  # score_exp <expdir>
 expname() { echo "${1}_${encoder}_${protocol}${tag:+_${tag}}${suffix:+_${suffix}}"; }
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+    stage_begin 0
     log "Stage 0: data prep, ${corpus_root:-<generated>} -> data/manifest.csv, data/folds/${protocol} (log: data/prep.log)"
     [ -x local/data_prep.sh ] || die "local/data_prep.sh missing in $(pwd)"
     # shellcheck disable=SC2086
     run_logged data/prep.log "stage 0 (data prep)" local/data_prep.sh "${corpus_root}" data ${prep_opts}
     [ -f data/manifest.csv ] || die "data prep wrote no data/manifest.csv"
     [ -d "data/folds/${protocol}" ] || die "data prep wrote no data/folds/${protocol}"
+    stage_end
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    stage_begin 1
     log "Stage 1: embedding dump, data/manifest.csv -> ${dump_dir} (encoder ${encoder_yaml}; log: ${dump_dir}.log)"
     [ -f data/manifest.csv ] || die "stage 1 needs data/manifest.csv: run stage 0 first"
     fopt=(); [ "${force}" = true ] && fopt=(--force)
     # shellcheck disable=SC2086
     run_logged "${dump_dir}.log" "stage 1 (dump)" "${python}" -m cta_rnn.dump --manifest data/manifest.csv \
         --encoder "${encoder_yaml}" --out "${dump_dir}" --device "${device}" ${dump_opts} "${fopt[@]}" ${encoder_opts}
+    stage_end
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    stage_begin 2
     train_folds "${model}" "exp/$(expname "${model}")"
+    stage_end
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    stage_begin 3
     score_exp "exp/$(expname "${model}")"
+    stage_end
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    stage_begin 4
     ablated=()
     for m in ${ablations}; do
         log "Stage 4: ablation ${m}"
@@ -273,9 +292,11 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         run_logged "${out}.log" "stage 4 (layer sweep)" "${python}" -m cta_rnn.score --no_results_md \
             --sweep "${sweep[@]}" --sweep_png "${out}.png"
     fi
+    stage_end
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    stage_begin 5
     # Hyperparameter search on validation data only: every point of hparams/tune.yaml on the same folds,
     # selected by mean validation UA over folds; the chosen point's test UA is reported once.
     tune_yaml="$(find_conf "" tune)"
@@ -298,5 +319,6 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     done <<< "${points}"
     out="exp/tune_$(expname "${model}")"
     run_logged "${out}.log" "stage 5 (tune selection)" "${python}" -m cta_rnn.tune select --out "${out}" "${tuned[@]}"
+    stage_end
 fi
-log "done (stages ${stage}-${stop_stage})"
+log "done (stages ${stage}-${stop_stage}): ${timings:-nothing to run}"
