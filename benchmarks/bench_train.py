@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py --store recipes/mini/dump/whisper_tiny_en [--fold_dir DIR] [--device cuda]
         [--encoder recipes/shared/hparams/encoder/whisper_tiny_en.yaml --manifest recipes/mini/data/manifest.csv]
     python benchmarks/bench_train.py --shape large-v3 [--n 96] [--device cuda]
+    python benchmarks/bench_train.py --run_fold [--threads 1] -- <cta_rnn.train arguments of one fold>
 
 ``--store``: one training epoch through the real stage-2 data path (feature cache -> planned batches ->
 CTA-RNN forward + backward + Adam step) against the same steps on the same batches already on the device:
@@ -16,6 +17,9 @@ time (1.0 = as fast as memcpy); the old float32 ``EmbeddingStore.get`` path is t
 ram mode the host gather alone (``gather_over_memcpy``: what a GPU run waits for when the store does not fit
 on the GPU) and a bare fp16 ``index_select`` of the same rows are timed too. The memcpy baseline copies the
 same bytes in batch-sized pieces between two warmed buffers with the same thread count (``--threads``).
+``--run_fold``: one whole fold of the real stage 2 (process start to test results) against the time spent in its
+training steps: ``run_over_steps`` (1.0 = nothing but steps), with imports, data/cache, evaluation and checkpoint
+saves broken down (from the ``timing`` that training records in ``test_results.json``).
 Every run ends with one ``RESULT key=value ...`` line.
 """
 
@@ -298,6 +302,39 @@ def time_encoder(args: argparse.Namespace, ids: list[str], device: torch.device)
     return time.perf_counter() - start
 
 
+def bench_run_fold(args: argparse.Namespace, train_args: list[str]) -> None:
+    """A whole fold of ``python -m cta_rnn.train`` (the real stage 2) against its training steps alone:
+    ``run_over_steps`` = process wall time / time in SpeechBrain's ``fit_batch``, with the rest broken down."""
+    import json
+    import subprocess
+
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(Path(__file__).parents[1])}
+        start = time.perf_counter()
+        p = subprocess.run(
+            [sys.executable, "-m", "cta_rnn.train", *train_args, f"--output_folder={tmp}/fold"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - start
+        if p.returncode != 0:
+            raise SystemExit(f"training failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+        res = json.loads((Path(tmp) / "fold" / "test_results.json").read_text())
+    t = res["timing"]
+    steps, evals, ckpt = t["train_steps_s"], t["eval_batches_s"], t["checkpoints_s"]
+    other = t["fit_and_test_s"] - steps - evals - ckpt
+    print(
+        f"whole fold {wall:.1f} s ({res['epochs_run']} epochs): process start + imports {wall - t['fold_s']:.1f} s, "
+        f"data + cache + normaliser {t['fold_s'] - t['fit_and_test_s']:.1f} s, training steps {steps:.1f} s, "
+        f"validation/test batches {evals:.1f} s, checkpoints {ckpt:.1f} s, other epoch work {other:.1f} s"
+    )
+    print(
+        f"RESULT run_over_steps={wall / steps:.3f} fold_s={wall:.1f} steps_s={steps:.1f} eval_s={evals:.1f} "
+        f"checkpoints_s={ckpt:.1f} startup_s={wall - t['fold_s']:.1f} epochs={res['epochs_run']}"
+    )
+
+
 def main() -> None:
     """Command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,9 +350,16 @@ def main() -> None:
     p.add_argument("--manifest", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tmp", default=None, help="folder for the synthetic store (default: the system temp)")
-    args = p.parse_args()
+    p.add_argument(
+        "--run_fold", action="store_true", help="time a whole fold: the cta_rnn.train arguments follow after --"
+    )
+    argv = sys.argv[1:]
+    train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     torch.set_num_threads(args.threads)
-    if args.shape:
+    if args.run_fold:
+        bench_run_fold(args, train_args)
+    elif args.shape:
         bench_shape(args)
     elif args.store:
         bench_store(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,25 @@ class EmotionBrain(sb.Brain):
     evaluating = "test"
     tested_checkpoints = 1
     """How many checkpoints the tested model was made of (set when evaluation starts; at most ``averaged``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timing: dict[str, float] = {"train_steps_s": 0.0, "eval_batches_s": 0.0, "checkpoints_s": 0.0}
+        """Where a fold's time goes (seconds): training steps, evaluation batches, checkpoint saves."""
+
+    def fit_batch(self, batch: Any) -> torch.Tensor:
+        """SpeechBrain's training step, timed (``timing["train_steps_s"]``)."""
+        start = time.perf_counter()
+        loss = super().fit_batch(batch)
+        self.timing["train_steps_s"] += time.perf_counter() - start
+        return loss
+
+    def evaluate_batch(self, batch: Any, stage: sb.Stage) -> torch.Tensor:
+        """SpeechBrain's evaluation step, timed (``timing["eval_batches_s"]``)."""
+        start = time.perf_counter()
+        loss = super().evaluate_batch(batch, stage)
+        self.timing["eval_batches_s"] += time.perf_counter() - start
+        return loss
 
     def init_optimizers(self) -> None:
         """Adam plus ReduceLROnPlateau on validation UA, both checkpointed."""
@@ -132,6 +152,7 @@ class EmotionBrain(sb.Brain):
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats
             )
+            start = time.perf_counter()
             self.checkpointer.save_and_keep_only(
                 meta={"UA": stats["UA"], "WA": stats["WA"], "loss": stats["loss"], "epoch": epoch},
                 max_keys=["UA"],
@@ -140,6 +161,7 @@ class EmotionBrain(sb.Brain):
             if if_main_process():  # SpeechBrain writes CKPT.yaml first: mark checkpoints whose files are all there
                 for ckpt in self.checkpointer.list_checkpoints():
                     (ckpt.path / COMPLETE).touch()
+            self.timing["checkpoints_s"] += time.perf_counter() - start
         elif self.evaluating == "valid":
             self.valid_stats = stats
         else:

@@ -418,6 +418,7 @@ def train_and_test(
         checkpointer=checkpointer,
     )
     brain.train_batches = loaders["train"].dataset
+    start = time.perf_counter()
     brain.fit(brain.hparams.epoch_counter, loaders["train"], loaders["valid"])
     epochs_run = brain.hparams.epoch_counter.current
     chosen = best_checkpoints(checkpointer, brain.averaged)
@@ -433,7 +434,10 @@ def train_and_test(
         )
     brain.evaluate(loaders["valid"], max_key="UA", split="valid")  # the model that is tested: best or averaged
     brain.evaluate(loaders["test"], max_key="UA")
+    timing = {k: round(v, 3) for k, v in brain.timing.items()}
+    timing["fit_and_test_s"] = round(time.perf_counter() - start, 3)
     return {
+        "timing": timing,
         "test": brain.test_stats,
         "best_epoch": chosen[0].meta.get("epoch") if chosen else None,
         "averaged_epochs": sorted(c.meta.get("epoch") for c in chosen),
@@ -485,6 +489,7 @@ def _train_fold(
     replay_script: str | None = None,
 ) -> dict[str, Any]:
     """The training of a claimed fold: experiment folder, data, model (then the replay script), fit, test."""
+    start = time.perf_counter()
     out = Path(hparams["output_folder"])
     sb.create_experiment_directory(experiment_directory=str(out), hyperparams_to_save=hparams_file, overrides=overrides)
     store = EmbeddingStore(hparams["store_dir"], layers=hparams.get("layers"))
@@ -517,6 +522,7 @@ def _train_fold(
     )
     result = train_and_test(hparams, run_opts, model, loaders)
     result.update(layers=store.layers, encoder=store.meta.get("encoder"), n={k: len(v) for k, v in splits.items()})
+    result["timing"]["fold_s"] = round(time.perf_counter() - start, 3)
     if if_main_process():
         write_test_results(out, result)
     return result
