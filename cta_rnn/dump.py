@@ -312,7 +312,8 @@ def dump(
                     summary["encoded"] += len(batch["ids"])
                     summary["audio_s"] += sum(batch["samples"]) / encoder.sample_rate
                 bar.update(len(batch["ids"]) + len(batch["errors"]))
-                bar.set_postfix(rtf=f"{(time.perf_counter() - start) / max(summary['audio_s'], 1e-9):.3f}")
+                rtf = (time.perf_counter() - start) / max(summary["audio_s"], 1e-9)
+                bar.set_postfix(rtf=f"{rtf:.3f}", refresh=False)
         bar.close()
         summary["wall_s"] = time.perf_counter() - start
     summary["skipped"] = len(skipped)
