@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm import tqdm
 
-from cta_rnn import EMOTIONS
+from cta_rnn import EMOTIONS, progress
 from cta_rnn.corpora.common import count_table
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
 
@@ -167,7 +166,7 @@ def make_mini_corpus(
     jobs = plan(out_dir, n_sentences, speakers, jitter, seed, sample_rate)
     todo = [j for j in jobs if not _is_done(j)]
     durations = {}
-    with tqdm(total=len(todo), desc=f"mini corpus ({len(jobs) - len(todo)} done)", unit="wav") as bar:
+    with progress.bar(len(todo), f"mini corpus ({len(jobs) - len(todo)} done)", unit="wav") as bar:
         if num_workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(num_workers, mp_context=get_context("spawn")) as pool:
                 for job, dur in zip(todo, pool.map(render, todo, chunksize=max(1, len(todo) // (8 * num_workers)))):
