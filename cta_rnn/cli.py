@@ -6,6 +6,8 @@ cta-rnn train hparams/train.yaml --fold_dir=... --store_dir=... ...       stage 
 cta-rnn score --exp exp/<experiment>                                       stage 3
 cta-rnn cross-eval --source_exp ... --target_manifest ... --target_store ... --out ...
 cta-rnn mini-corpus --out data/mini_corpus                                 synthesise the mini corpus
+cta-rnn predict --model M a.wav ... / cta-rnn export M out/                 use a trained model
+cta-rnn timeline --model M long.wav [--rttm diar.rttm] / --live -          emotion over time
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ COMMANDS = {
     "mini-corpus": "cta_rnn.corpora.mini",
     "predict": "cta_rnn.predict:main_predict",
     "export": "cta_rnn.predict:main_export",
+    "timeline": "cta_rnn.timeline:main_timeline",
 }
 
 

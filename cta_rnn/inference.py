@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import yaml
 from speechbrain.inference.interfaces import Pretrained
@@ -377,6 +378,18 @@ class EmotionRecognizer(Pretrained):
             "channel": out["channel"][0],
             "temporal": out["temporal"][0, : int(out["frames"][0])],
         }
+
+    def timeline(self, path: str | os.PathLike, **options: Any) -> pd.DataFrame:
+        """Emotion over time in a long recording: one row per segment (start, end, speaker, label,
+        prob_<label>..., confidence), read in blocks. Options (``vad``, ``window``, ``hop``, ``smooth``, ``rttm``,
+        ``file_id``, ``adapt``, ``batch_size``) as :func:`cta_rnn.timeline.analyse`; its warnings are
+        :class:`UnreliableLabelWarning`."""
+        from cta_rnn.timeline import analyse
+
+        result = analyse(self, path, **options)
+        for msg in result.warnings:
+            warnings.warn(msg, UnreliableLabelWarning, stacklevel=2)
+        return result.segments
 
 
 def inference_hparams(spec: dict[str, Any], encoder_overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 PNG_METADATA = {"Software": None}
 """Drop the matplotlib version from the PNG so identical inputs give identical bytes."""
@@ -203,3 +204,73 @@ def plot_temporal_attention(
         twin.set_ylabel("attention weight", color=color)
     ax_w.set_xlim(0, max(t_wav[-1], t_att[-1]))
     return save_figure(fig, path)
+
+
+def timeline_figure(
+    envelope: tuple[np.ndarray, np.ndarray, np.ndarray],
+    speech: Sequence[tuple[float, float]],
+    segments: Sequence[dict],
+    labels: Sequence[str],
+    cells: np.ndarray,
+    cell_probs: np.ndarray,
+    title: str | None = None,
+) -> Figure:
+    """Emotion over time: waveform with speech regions (top), a label band per speaker (middle), class
+    probabilities per hop cell (bottom), on one time axis.
+
+    Args:
+        envelope: (times s, min, max) of the waveform per bucket (a decimated waveform).
+        speech: (start, end) seconds of the speech regions.
+        segments: rows with start, end, speaker ('' when unknown) and label.
+        cells: (K, 2) start and end seconds of the hop cells; ``cell_probs`` (K, C) their class probabilities.
+    The band axis has ``gid`` "bands", one y tick per speaker and one rectangle per segment.
+    """
+    times, lo, hi = (np.asarray(a, dtype=float) for a in envelope)
+    colors = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    speakers = sorted({str(s["speaker"]) for s in segments}) or [""]
+    fig = new_figure(figsize=(12, 6.5))
+    ax_w, ax_b, ax_p = fig.subplots(3, 1, sharex=True, height_ratios=[2, max(1, 0.5 * len(speakers)), 2])
+    ax_w.fill_between(times, lo, hi, color="0.45", linewidth=0, step="mid")
+    for a, b in speech:
+        ax_w.axvspan(a, b, color="tab:green", alpha=0.15, linewidth=0)
+    ax_w.set_ylabel("amplitude")
+    ax_w.set_title(title or "Emotion over time")
+    ax_b.set_gid("bands")
+    for row, spk in enumerate(speakers):
+        for lab in labels:
+            spans = [(s["start"], s["end"] - s["start"]) for s in segments if s["speaker"] == spk and s["label"] == lab]
+            if spans:
+                ax_b.broken_barh(spans, (row - 0.4, 0.8), facecolors=colors[lab])
+    ax_b.set_yticks(range(len(speakers)), labels=[s or "speech" for s in speakers])
+    ax_b.set_ylim(-0.6, len(speakers) - 0.4)
+    handles = [Patch(color=colors[lab], label=lab) for lab in labels]
+    ax_b.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    cells = np.asarray(cells, dtype=float).reshape(-1, 2)
+    probs = np.asarray(cell_probs, dtype=float).reshape(len(cells), len(labels))
+    if len(cells):  # a step per cell, broken between cells that do not touch (pauses, other speakers)
+        gap = 2 * (np.flatnonzero(cells[1:, 0] > cells[:-1, 1] + 1e-6) + 1)
+        x = np.insert(cells.reshape(-1), gap, np.nan)
+        for k, lab in enumerate(labels):
+            y = np.insert(np.repeat(probs[:, k], 2), gap, np.nan)
+            ax_p.plot(x, y, color=colors[lab], label=lab, linewidth=1.2)
+    ax_p.set_ylim(-0.02, 1.02)
+    ax_p.set_ylabel("probability")
+    ax_p.set_xlabel("time (s)")
+    ax_p.grid(alpha=0.3)
+    end = max([float(times[-1]) if times.size else 0.0] + [s["end"] for s in segments] + [b for _, b in speech])
+    ax_p.set_xlim(0, end or 1.0)
+    return fig
+
+
+def plot_timeline(
+    envelope: tuple[np.ndarray, np.ndarray, np.ndarray],
+    speech: Sequence[tuple[float, float]],
+    segments: Sequence[dict],
+    labels: Sequence[str],
+    cells: np.ndarray,
+    cell_probs: np.ndarray,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """:func:`timeline_figure` saved as a PNG (atomically)."""
+    return save_figure(timeline_figure(envelope, speech, segments, labels, cells, cell_probs, title), path)
