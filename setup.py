@@ -14,7 +14,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["cta_rnn", "cta_rnn.*"]),
-    package_data={"cta_rnn": ["corpora/*.txt", "encoders/*.txt", "py.typed"]},
+    package_data={"cta_rnn": ["corpora/*.txt"]},
     install_requires=[
         "torch>=2.1",
         "torchaudio>=2.1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cta_rnn.masking import masked_mean
+from cta_rnn.masking import masked_max, masked_mean
 
 
 class ChannelAttention(nn.Module):
@@ -46,7 +46,7 @@ class ChannelAttention(nn.Module):
         m = mask[:, None, :, None]
         total = (x if zero_padded else x * m).sum((2, 3))
         avg = total / (mask.sum(1).clamp(min=1) * x.shape[3])[:, None]
-        mx = x.masked_fill(~m, torch.finfo(x.dtype).min).amax((2, 3))
+        mx = masked_max(x, m, (2, 3))
         return torch.sigmoid(self.mlp(avg) + self.mlp(mx))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,11 @@ from typing import IO, Any
 import pandas as pd
 
 
+def one_line(err: BaseException) -> str:
+    """An error message on one line (the form every entry point prints after ``error: ``)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def _umask() -> int:
     """The process umask (read without changing it for longer than a call)."""
     mask = os.umask(0)

@@ -37,7 +37,7 @@ import torch
 
 from cta_rnn.artifacts import read_model_spec
 from cta_rnn.audio import AudioError, load_audio
-from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
+from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, one_line
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".sph"}
 AUDIO_SUFFIXES = AUDIO_EXTS | {
@@ -315,10 +315,6 @@ def predict_files(
             failed.append(item)
     return pd.DataFrame(rows), failed
 
-
-def one_line(err: BaseException) -> str:
-    """An error message on one line."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def result_line(row: dict[str, Any], labels: Sequence[str], segment: float | None) -> str:

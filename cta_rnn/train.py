@@ -69,7 +69,7 @@ from cta_rnn.hparams_schema import (
     yaml_keys,
 )
 from cta_rnn.hparams_schema import load_yaml as _load_yaml
-from cta_rnn.io_utils import LockHeld, atomic_write_json, take_pid_lock
+from cta_rnn.io_utils import LockHeld, atomic_write_json, one_line, take_pid_lock
 from cta_rnn.models import build_model
 from cta_rnn.store import EmbeddingStore, StoreError, is_complete
 
@@ -527,10 +527,6 @@ def _train_fold(
         write_test_results(out, result)
     return result
 
-
-def one_line(err: BaseException) -> str:
-    """An error message on one line."""
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 FOLD_KEY = "{fold}"

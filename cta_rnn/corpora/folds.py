@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cta_rnn.artifacts import SPLITS
 from cta_rnn.corpora.common import label_order
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
 
@@ -29,7 +30,6 @@ PROTOCOLS = ("loso_session", "loso_speaker")
 """The speaker-independent protocols every corpus supports (the default of ``cta_rnn.prepare``)."""
 GIVEN = "given"
 ALL_PROTOCOLS = (*PROTOCOLS, GIVEN)
-SPLITS = ("train", "valid", "test")
 Folds = dict[int, dict[str, pd.DataFrame]]
 
 

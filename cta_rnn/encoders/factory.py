@@ -49,16 +49,14 @@ def build_encoder(
     return FramePoolEncoder(encoder, pool)
 
 
-def _build_backend(
-    spec: dict[str, Any] | str | Path, device: str | torch.device = "cpu", **overrides: Any
-) -> LayerwiseEncoder:
-    """Build the encoder a spec describes.
+def _build_backend(spec: dict[str, Any], device: str | torch.device = "cpu") -> LayerwiseEncoder:
+    """Build the encoder a spec (already loaded and checked by :func:`load_spec`) describes.
 
     Keys: ``backend`` (whisper | ct2-whisper | ssl | speechbrain | wenet), ``source``, ``revision``, ``layers``
     (all | list | "a-b"), ``input`` (padded | trimmed; Whisper only), ``dtype`` (auto | float32 |
-    bfloat16 | float16), ``cache_dir``, ``max_chunk_s``. Keyword overrides replace spec keys.
+    bfloat16 | float16), ``cache_dir``, ``max_chunk_s``.
     """
-    spec = load_spec(spec, overrides)
+    spec = dict(spec)
     backend = spec.pop("backend")
     common = {k: spec[k] for k in ("revision", "layers", "dtype", "cache_dir") if spec.get(k) is not None}
     if backend in ("whisper", "ct2-whisper"):
