@@ -90,13 +90,12 @@ class FeatureNormalizer(nn.Module):
         ``speaker_idx`` (B,): rows of :meth:`set_speakers` (-1 = the fallback). Speaker then global
         standardisation are one affine map per (utterance, layer, dim), applied in one pass.
         """
-        x = x.float()
-        if self.mode != "none":
+        if self.mode != "none":  # float16 in, float32 out: one pass, no float32 copy of the input first
             scale, shift = self.affine(x.shape[0], speaker_idx)
             x = torch.addcmul(shift[:, :, None], x, scale[:, :, None])
-        if mask is not None:
-            x = x * mask[:, None, :, None]
-        return x
+            return x if mask is None else x.mul_(mask[:, None, :, None])
+        x = x.float()
+        return x if mask is None else x * mask[:, None, :, None]
 
     def affine(self, batch: int, speaker_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B or 1, L, D) scale and shift of ``x * scale + shift`` = ((x - m_spk) / s_spk - m) / s."""
