@@ -287,3 +287,26 @@ def test_speechbrain_from_hparams_local_folder(tmp_path: Path) -> None:
     assert (enc.total_layers, enc.layers, enc.dim, enc.frame_rate) == (3, [1, 2], 16, 25.0)
     hidden, frames = enc.encode(torch.randn(2, 16000), torch.tensor([0.5, 1.0]))
     assert hidden.shape == (2, 2, int(frames.max()), 16) and frames[0] < frames[1]
+
+
+def test_whisper_window_is_the_padded_computation_on_a_shorter_window(
+    tiny_spec: dict, speech: list[torch.Tensor]
+) -> None:
+    padded = build_encoder(tiny_spec)
+    full_window = build_encoder(tiny_spec, input="window")  # max_chunk_s 30: the padded computation itself
+    short = build_encoder(tiny_spec, input="window", max_chunk_s=8.0)
+    batch, lengths = padded_batch(speech)
+    ref, frames = padded.encode(batch, lengths)
+    same, f30 = full_window.encode(batch, lengths)
+    assert torch.equal(f30, frames) and torch.equal(same, ref)  # one code path: the same bytes
+    got, f8 = short.encode(batch, lengths)
+    assert torch.equal(f8, frames) and got.shape == ref.shape
+    # the conv front end (layer 0) sees the same mel frames: float32 rounding only (shorter GEMMs)
+    bound = whisper_layer_bounds(padded, ref[0], keys=1500, extra_depth=2)[0]
+    assert_within(got[0, 0, : frames[0]], ref[0, 0, : frames[0]], bound, "window vs padded, layer 0")
+    # deeper layers attend over less padding: close to the padded states, not equal
+    cos = torch.nn.functional.cosine_similarity(got[0, -1, : frames[0]], ref[0, -1, : frames[0]], dim=-1)
+    assert 0.9 < float(cos.mean()) < 1.0
+    assert short.describe()["input"] == "window" and short.describe()["max_chunk_s"] == 8.0
+    with pytest.raises(ValueError, match="input must be one of"):
+        build_encoder(tiny_spec, input="cropped")

@@ -6,7 +6,10 @@ encoder block ``i``, and the last one is taken *after* the encoder's final layer
 overwrites the last block's output with ``last_hidden_state``).
 
 ``input: padded`` (faithful): every clip is padded to Whisper's 30-s window (3000 mel frames, 1500
-output frames) and only its valid frames ``T = (n // 160 - 1) // 2 + 1`` are kept. ``input: trimmed``:
+output frames) and only its valid frames ``T = (n // 160 - 1) // 2 + 1`` are kept. ``input: window``: the same
+with the clips padded to ``max_chunk_s`` seconds only (the positional table sliced; longer clips are chunked
+at that length): the padded computation on a shorter window, closer to the padded states than trimmed and
+``30 / max_chunk_s`` times less work. ``input: trimmed``:
 the same layers run on the clip's own frames with the positional table sliced (much faster on short
 clips, but the hidden states differ from the padded ones). Clips longer than ``max_chunk_s`` (30 s)
 are cut into chunks whose frames are concatenated.
@@ -32,6 +35,8 @@ from cta_rnn.encoders.base import (
 
 HOP = 160
 WINDOW_S = 30.0
+INPUTS = ("padded", "window", "trimmed")
+"""padded: the 30-s window; window: the same, padded to ``max_chunk_s`` only; trimmed: the clip's own frames."""
 
 
 def whisper_frames(num_samples: int) -> int:
@@ -59,8 +64,8 @@ class WhisperLayerwiseEncoder(LayerwiseEncoder):
         super().__init__()
         from transformers import WhisperFeatureExtractor, WhisperModel
 
-        if input not in ("padded", "trimmed"):
-            raise ValueError(f"input must be 'padded' or 'trimmed', got {input!r}")
+        if input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         if not 0 < max_chunk_s <= WINDOW_S:
             raise ValueError(f"max_chunk_s must be in (0, 30], got {max_chunk_s}")
         self.device = torch.device(device)
@@ -124,8 +129,9 @@ class WhisperLayerwiseEncoder(LayerwiseEncoder):
         """Log-mel features (B, mels, frames) on the chunks' device and per-chunk mel frame counts (each chunk
         normalised alone, as the extractor does: padded to 30 s, or trimmed to its own length)."""
         counts = [len(c) // HOP for c in chunks]
-        if self.input_mode == "padded":
-            wave = torch.zeros(len(chunks), self.extractor.n_samples, device=chunks[0].device)
+        if self.input_mode in ("padded", "window"):
+            width = self.extractor.n_samples if self.input_mode == "padded" else self.chunk_samples
+            wave = torch.zeros(len(chunks), width, device=chunks[0].device)
             for i, c in enumerate(chunks):
                 wave[i, : len(c)] = c
             return self._log_mel(wave), counts
