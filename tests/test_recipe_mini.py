@@ -45,7 +45,9 @@ TINY = [
 ]
 SUFFIX = "_" + experiment_suffix({"number_of_epochs": 1, "batch_size": 8, "max_train_seconds": 1.0})
 """The training overrides name the experiments (cfg<hash>: too long to read as themselves)."""
-EXP = f"cta_rnn_whisper_tiny_en_loso_speaker{SUFFIX}"
+ENC = "whisper_tiny_en_window10_25hz"
+"""The mini recipe's encoder (recipes/mini/run.sh)."""
+EXP = f"cta_rnn_{ENC}_loso_speaker{SUFFIX}"
 
 
 def test_mini_recipe_stages_0_to_3(recipe: Path) -> None:
@@ -55,7 +57,7 @@ def test_mini_recipe_stages_0_to_3(recipe: Path) -> None:
         assert f"Stage {n}:" in p.stderr
     manifest = pd.read_csv(recipe / "data" / "manifest.csv")
     assert len(manifest) == 2 * 6 * 4 and manifest["speaker"].nunique() == 6
-    assert (recipe / "dump" / "whisper_tiny_en" / "DONE").is_file()
+    assert (recipe / "dump" / ENC / "DONE").is_file()
     exp = recipe / "exp" / EXP
     pred = pd.read_csv(exp / "fold1" / "predictions.csv")
     assert len(pred) == 8 and {"att_layer0", "att_layer4"} <= set(pred.columns)  # 5 Whisper tiny.en layers
@@ -86,19 +88,19 @@ def test_unknown_option_fails_loudly(recipe: Path) -> None:
 
 
 def test_stage4_ablation_and_layer_sweep(recipe: Path) -> None:
-    if not (recipe / "dump" / "whisper_tiny_en" / "DONE").exists():
+    if not (recipe / "dump" / ENC / "DONE").exists():
         pytest.skip("needs the first test's dump")
     p = run(recipe, "--stage", "4", "--stop_stage", "4", "--ablations", "superb", "--sweep_layers", "0 4", *TINY)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-4000:]
     for name in ("superb", "single_layer0", "single_layer4"):
-        res = json.loads((recipe / "exp" / f"{name}_whisper_tiny_en_loso_speaker{SUFFIX}" / "results.json").read_text())
+        res = json.loads((recipe / "exp" / f"{name}_{ENC}_loso_speaker{SUFFIX}" / "results.json").read_text())
         assert res["folds_scored"] == [1]
-    single4 = recipe / "exp" / f"single_layer4_whisper_tiny_en_loso_speaker{SUFFIX}"
+    single4 = recipe / "exp" / f"single_layer4_{ENC}_loso_speaker{SUFFIX}"
     pred = pd.read_csv(single4 / "fold1" / "predictions.csv")
     assert [c for c in pred.columns if c.startswith("att_layer")] == ["att_layer4"]
-    assert (recipe / "exp" / f"layer_sweep_whisper_tiny_en_loso_speaker{SUFFIX}.png").stat().st_size > 1000
-    table = (recipe / "exp" / f"ablations_whisper_tiny_en_loso_speaker{SUFFIX}.md").read_text()
-    assert f"| superb_whisper_tiny_en_loso_speaker{SUFFIX} | " in table and "Wilcoxon p" in table
+    assert (recipe / "exp" / f"layer_sweep_{ENC}_loso_speaker{SUFFIX}.png").stat().st_size > 1000
+    table = (recipe / "exp" / f"ablations_{ENC}_loso_speaker{SUFFIX}.md").read_text()
+    assert f"| superb_{ENC}_loso_speaker{SUFFIX} | " in table and "Wilcoxon p" in table
 
 
 def trained_fold(recipe: Path) -> Path:
