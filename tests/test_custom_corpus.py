@@ -167,6 +167,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert prepare_main(["iemocap", "--root", str(tmp_path), "--out", str(tmp_path / "d"), "--protocols", "x"]) == 1
 
 
+@pytest.mark.slow
 def test_recipe_stages_0_to_3(tmp_path: Path) -> None:
     recipes = tmp_path / "recipes"
     shutil.copytree(ROOT / "recipes" / "custom", recipes / "custom", ignore=shutil.ignore_patterns("data", "dump"))

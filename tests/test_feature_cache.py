@@ -99,6 +99,7 @@ def test_auto_mode_falls_back_to_streaming_when_ram_is_short(monkeypatch: pytest
         fc.choose_mode("disk", 1, torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_cache_modes_train_the_same_model(toy: dict[str, Path], tmp_path: Path) -> None:
     """ram and stream: same seed -> byte-identical predictions and the same selected epoch."""
     outs = {}

@@ -67,6 +67,7 @@ def dump_cmd(manifest: Path, out: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_dump_sigkill_then_rerun_equals_an_uninterrupted_dump(manifest: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     ref, killed = tmp_path / "ref", tmp_path / "killed"

@@ -17,6 +17,8 @@ from corpus_fixtures import build_iemocap, build_msp_improv, msp_cells_small
 from cta_rnn import EMOTIONS
 from cta_rnn.hparams_schema import experiment_suffix
 
+pytestmark = pytest.mark.slow  # whole recipe runs: `pytest -m "not slow"` leaves them out
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = "--number_of_epochs=1 --batch_size=16 --model_kwargs={rnn_hidden: 16,attention_hidden: 8}"
 SUFFIX = experiment_suffix(

@@ -17,6 +17,8 @@ import torch
 from cta_rnn.audio import load_audio
 from cta_rnn.hparams_schema import experiment_suffix
 
+pytestmark = pytest.mark.slow  # whole recipe runs: `pytest -m "not slow"` leaves them out
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

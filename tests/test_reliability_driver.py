@@ -62,6 +62,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_recipe(tmp_path_factory.mktemp("recipes"))
 
 
+@pytest.mark.slow
 def test_overrides_name_the_experiment_and_the_replay_is_written_when_training_starts(recipe: Path) -> None:
     p = run(recipe, "--stage", "2", "--folds", "1")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -82,6 +83,7 @@ def test_overrides_name_the_experiment_and_the_replay_is_written_when_training_s
     assert replay.stat().st_mtime == 1 and json.loads((exp / "fold1" / "run_config.json").read_text())["lr"] == 0.005
 
 
+@pytest.mark.slow
 def test_force_retrains_and_repeated_folds_train_once(recipe: Path) -> None:
     fold = recipe / "exp" / EXP / "fold1"
     if not (fold / "test_results.json").exists():

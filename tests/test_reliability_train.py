@@ -159,6 +159,7 @@ def test_experiment_suffix_is_readable_when_short_else_a_stable_hash() -> None:
 
 
 # ---- case 1: --force, resume with other hyperparameters ----
+@pytest.mark.slow
 def test_force_retrains_a_finished_fold_from_scratch(toy: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "fold"
     assert finish(train(args(toy, out)))[0] == 0
@@ -173,6 +174,7 @@ def test_force_retrains_a_finished_fold_from_scratch(toy: dict[str, Path], tmp_p
     assert (out / "stdout.log").read_text() == "the driver's log of this run\n"  # kept by --force
 
 
+@pytest.mark.slow
 def test_finished_or_killed_fold_with_other_hyperparameters_is_refused(toy: dict[str, Path], tmp_path: Path) -> None:
     done = tmp_path / "done"
     assert finish(train(args(toy, done)))[0] == 0

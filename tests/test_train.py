@@ -87,6 +87,7 @@ def test_fit_writes_the_experiment_folder_and_skips_when_done(toy: dict[str, Pat
     assert (out / "predictions.csv").stat().st_mtime == mtime
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(toy: dict[str, Path], tmp_path: Path) -> None:
     ref, resumed = tmp_path / "ref", tmp_path / "resumed"
     epochs = 4

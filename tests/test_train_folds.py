@@ -11,6 +11,8 @@ import pytest
 from test_train import FAST, TRAIN_YAML
 from toy_data import toy_manifest, train_process, write_toy_fold, write_toy_store
 
+pytestmark = pytest.mark.slow  # whole recipe runs: `pytest -m "not slow"` leaves them out
+
 
 @pytest.fixture(scope="module")
 def toy3(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -40,6 +40,7 @@ def stage5(recipe: Path, grid: str, *args: str) -> subprocess.CompletedProcess:
 
 
 # ---- finding 8: stage 5 ----
+@pytest.mark.slow
 def test_tune_grid_reads_1e_3_as_a_number_like_the_command_line(tmp_path: Path) -> None:
     """``grid: {lr: [1e-3, 2e-3]}`` trains lr 0.001 and 0.002 (YAML 1.1 read them as strings: refused)."""
     y = tmp_path / "tune.yaml"
@@ -157,6 +158,7 @@ def driver_options() -> set[str]:
     return set(names.group(1).split())
 
 
+@pytest.mark.slow
 def test_cross_corpus_refusals_are_one_line_with_advice_the_recipes_take(corpora: Path) -> None:
     """Tracebacks before; the unfinished-fold advice named --allow_unfinished, which no run.sh takes."""
     src = corpora / "toy" / "exp" / f"{EXP}_number_of_epochs1"
