@@ -253,6 +253,19 @@ def read_test_results(fold_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def write_results(exp_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
+    """``exp/<name>/results.json``: stage 3's scores of an experiment (per fold, mean ± std, pooled, confusion)."""
+    path = Path(exp_dir) / "results.json"
+    atomic_write_json(path, result)
+    return path
+
+
+def read_results(exp_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """An experiment's ``results.json``, or None when it has not been scored."""
+    path = Path(exp_dir) / "results.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def available_folds(protocol_dir: str | os.PathLike) -> list[int]:
     """Fold numbers prepared under ``data/folds/<protocol>`` (folders ``fold<k>``)."""
     protocol_dir = Path(protocol_dir)

@@ -14,7 +14,6 @@ the caller's command line should do about it, e.g. ``recipes/cross_corpus/run.sh
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from cta_rnn.artifacts import (
     read_folds_list,
     read_manifest,
     read_model_spec,
+    read_results,
     read_store_meta,
     read_test_results,
     write_label_encoder,
@@ -177,11 +177,10 @@ def summary_table(recipes_dir: Path, cross_dir: Path, exp_name: str, corpora: Se
         for tgt in corpora:
             within = src == tgt
             path = recipes_dir / src / "exp" / exp_name if within else cross_dir / f"{src}_to_{tgt}_{exp_name}"
-            res_file = path / "results.json"
-            if not res_file.is_file():
+            res = read_results(path)
+            if res is None:
                 lines.append(f"| {src} | {tgt} | {'within' if within else 'cross'} | - | - | - | - |")
                 continue
-            res = json.loads(res_file.read_text(encoding="utf-8"))
             ms = res["mean_std"]
             cells = [fmt_pct(ms[k]["mean"], ms[k]["std"]) for k in ("wa", "ua", "macro_f1")]
             kind = "within" if within else "cross"

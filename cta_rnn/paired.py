@@ -9,7 +9,6 @@ two-sided sign-test p (binomial on the non-zero differences).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, wilcoxon
 
+from cta_rnn.artifacts import read_results
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, atomic_write_text
 
 
 def per_fold(exp_dir: Path, metric: str = "ua") -> dict[int, float]:
     """fold -> score of a scored experiment (its results.json)."""
-    path = Path(exp_dir) / "results.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not scored yet (run stage 3 for {exp_dir})")
-    res = json.loads(path.read_text(encoding="utf-8"))
+    res = read_results(exp_dir)
+    if res is None:
+        raise FileNotFoundError(f"{Path(exp_dir) / 'results.json'}: not scored yet (run stage 3 for {exp_dir})")
     return {int(f["fold"]): float(f[metric]) for f in res["per_fold"]}
 
 

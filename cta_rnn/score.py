@@ -15,7 +15,6 @@ files (RESULTS.md differs only in its date line).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -33,8 +32,10 @@ from .artifacts import (
     read_folds_list,
     read_label_encoder,
     read_predictions,
+    read_results,
+    write_results,
 )
-from .io_utils import atomic_to_csv, atomic_write_json, atomic_write_text
+from .io_utils import atomic_to_csv, atomic_write_text
 from .metrics import SCORE_KEYS, aggregate_folds, classification_scores
 from .plots import plot_channel_attention, plot_confusion, plot_layer_sweep
 from .results_md import fmt_pct, write_results_md
@@ -179,7 +180,7 @@ def subset_of(res: dict[str, Any]) -> int | None:
 def write_experiment_outputs(exp_dir: Path, res: dict[str, Any], frames: dict[int, pd.DataFrame]) -> None:
     """results.json, results.md, scores_per_fold.csv, confusion.png and channel attention plots."""
     labels = res["labels"]
-    atomic_write_json(exp_dir / "results.json", res)
+    write_results(exp_dir, res)
     rows = [
         {
             "fold": f["fold"],
@@ -270,11 +271,10 @@ def collect_layer_sweep(exp_dirs_by_layer: dict[int, str | Path], out_png: str |
     """
     points = {}
     for layer, d in sorted(exp_dirs_by_layer.items()):
-        path = Path(d) / "results.json"
-        if not path.is_file():
-            logger.warning("layer %s: %s not found (score it first); skipped", layer, path)
+        res = read_results(d)
+        if res is None:
+            logger.warning("layer %s: %s not found (score it first); skipped", layer, Path(d) / "results.json")
             continue
-        res = json.loads(path.read_text(encoding="utf-8"))
         points[int(layer)] = {
             "experiment": res["experiment"],
             "folds": len(res["folds_scored"]),
