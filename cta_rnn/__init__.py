@@ -11,3 +11,5 @@ __version__ = "0.1.0"
 
 EMOTIONS = ("neu", "hap", "ang", "sad")
 """The four classes of the paper's protocol (excited merged into happy)."""
+DIMENSIONS = ("arousal", "valence", "dominance")
+"""The dimensional attributes both corpora rate (mean of the annotators, 1-5); manifest columns of these names."""

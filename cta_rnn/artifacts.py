@@ -46,6 +46,20 @@ def read_manifest(path: str | os.PathLike, required: Iterable[str] = ("ID", "wav
     return df
 
 
+def dimension_values(df: pd.DataFrame, name: str, where: str | os.PathLike) -> np.ndarray:
+    """Column ``name`` of a manifest as float64, empty / ``NaN`` -> NaN (no rating); a value that is not a
+    number or not finite raises a ValueError naming ``where`` and its CSV line."""
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
+    raw = df[name].astype(str).str.strip()
+    values = pd.to_numeric(raw.replace({"": "nan", "NaN": "nan", "nan": "nan"}), errors="coerce").to_numpy(float)
+    bad = np.flatnonzero((np.isnan(values) & ~raw.str.lower().isin(["", "nan"]).to_numpy()) | np.isinf(values))
+    if len(bad):
+        lines = ", ".join(str(i + 2) for i in bad[:5])
+        raise ValueError(f"{where}: {name} must be a number or empty, got {raw.iloc[bad[0]]!r} (line(s) {lines})")
+    return values
+
+
 def read_splits(fold_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """The train/valid/test CSVs of one fold folder."""
     fold_dir = Path(fold_dir)
@@ -210,14 +224,42 @@ def ensure_label_encoder(path: str | os.PathLike, labels: Sequence[str], train_l
 PREDICTIONS = "predictions.csv"
 
 
-def predictions_frame(ids, true, probs: np.ndarray, chan: np.ndarray, labels, layers) -> pd.DataFrame:
-    """The predictions.csv contract: ID, true, predicted, prob_<label>..., att_layer<j>... (true = label names)."""
-    df = pd.DataFrame({"ID": list(ids), "true": list(true), "predicted": [labels[i] for i in probs.argmax(1)]})
-    for j, lab in enumerate(labels):
+def predictions_frame(
+    ids,
+    true,
+    probs: np.ndarray,
+    chan: np.ndarray,
+    labels,
+    layers,
+    dimensions: Sequence[str] = (),
+    true_dims: np.ndarray | None = None,
+    pred_dims: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The predictions.csv contract: ID, true, predicted, prob_<label>..., att_layer<j>... (true = label names);
+    a model with dimensions adds true_<dim> (empty: no rating) and pred_<dim> (the corpus's scale) per dimension.
+    A dimensional-only model (``probs`` with no column) leaves ``predicted`` empty and has no prob_ columns."""
+    predicted = [labels[i] for i in probs.argmax(1)] if probs.shape[1] else [""] * len(ids)
+    df = pd.DataFrame({"ID": list(ids), "true": list(true), "predicted": predicted})
+    for j, lab in enumerate(labels[: probs.shape[1]]):
         df[f"prob_{lab}"] = probs[:, j].round(6)
     for j, layer in enumerate(layers):
         df[f"att_layer{layer}"] = chan[:, j].round(6)
+    for k, name in enumerate(dimensions):
+        df[f"true_{name}"] = true_dims[:, k]
+        df[f"pred_{name}"] = pred_dims[:, k].round(4)
     return df
+
+
+def prediction_dimensions(df: pd.DataFrame) -> list[str]:
+    """The dimensions a predictions.csv holds (columns ``pred_<dim>``), in column order."""
+    return [c[5:] for c in df.columns if c.startswith("pred_")]
+
+
+def dimension_arrays(df: pd.DataFrame, names: Sequence[str], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(true, pred) arrays (N, K) of a predictions.csv's dimensions (NaN: no rating)."""
+    true = np.stack([dimension_values(df, f"true_{n}", where) for n in names], 1)
+    pred = np.stack([dimension_values(df, f"pred_{n}", where) for n in names], 1)
+    return true, pred
 
 
 def write_predictions(fold_dir: str | os.PathLike, frame: pd.DataFrame) -> Path:

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process
 
 from cta_rnn.artifacts import predictions_frame, write_predictions
+from cta_rnn.dimensional import ccc_loss, dimension_scores, mean_ccc, mse_loss
 from cta_rnn.metrics import classification_scores
+from cta_rnn.models import split_outputs
 
 COMPLETE = "COMPLETE"
 """Marker file written into a checkpoint folder once SpeechBrain has finished saving it."""
@@ -38,7 +40,9 @@ def remove_torn_checkpoints(save_folder: str | Path) -> list[str]:
 class EmotionBrain(sb.Brain):
     """Brain for :class:`cta_rnn.feature_cache.Batch` es and one emotion label per utterance.
 
-    Expects ``modules.model`` (a cta_rnn.models model) and hparams ``labels``; for training also
+    Expects ``modules.model`` (a cta_rnn.models model) and hparams ``labels``; with a regression head (task
+    ``dimensional`` / ``both``) ``dimensions``, ``dimension_loss``, ``dimension_weight`` and batches with
+    ``targets``; ``select_key`` (``UA`` or ``CCC``) is the validation metric that keeps checkpoints; for training also
     ``epoch_counter`` (EpochCounterWithStopper, direction max), ``train_logger``, ``lr_patience``,
     ``lr_factor``, ``seed``; optional ``class_weights`` tensor, ``layer_ids`` and ``predictions_dir``
     (where the test stage writes predictions.csv). ``train_batches`` (the training BatchDataset) is
@@ -85,32 +89,63 @@ class EmotionBrain(sb.Brain):
         if self.averaged > 1 and self.checkpointer is not None:
             from cta_rnn.checkpoint import best_checkpoints, best_model_state
 
-            self.tested_checkpoints = max(1, len(best_checkpoints(self.checkpointer, self.averaged)))
-            model = getattr(self.modules.model, "module", self.modules.model)  # under DDP: the wrapped model
-            model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device)))
+            key = self.select_key
+            self.tested_checkpoints = max(1, len(best_checkpoints(self.checkpointer, self.averaged, key)))
+            self.model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device), key))
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and attention weights for a batch."""
+        """Outputs (class logits, then dimension values) and attention weights for a batch."""
         batch = batch.to(self.device)
         feats = batch.feats.permute(0, 2, 1, 3)  # (B, T, L, D) -> (B, L, T, D), still fp16
         return self.modules.model(feats, batch.lengths, batch.speakers, return_attention=True)
 
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model (under DDP: the wrapped one)."""
+        return getattr(self.modules.model, "module", self.modules.model)
+
+    @property
+    def select_key(self) -> str:
+        """The validation metric that keeps, averages and schedules: ``UA`` or ``CCC`` (mean over dimensions)."""
+        return str(getattr(self.hparams, "select_key", "UA"))
+
     def compute_objectives(self, predictions: Any, batch: Any, stage: sb.Stage) -> torch.Tensor:
-        """Cross-entropy (optionally class-weighted); collects predictions outside training."""
-        logits, att = predictions
+        """Cross-entropy (optionally class-weighted) and/or the dimension loss (1 - CCC or MSE on standardised
+        values, unrated utterances masked), ``dimension_weight`` times the latter with both; collects predictions
+        outside training."""
+        out, att = predictions
+        logits, dims = split_outputs(out, self.model.num_classes)
         targets = batch.labels.to(self.device)
-        weight = getattr(self.hparams, "class_weights", None)
-        smoothing = float(getattr(self.hparams, "label_smoothing", 0.0)) if stage == sb.Stage.TRAIN else 0.0
-        loss = F.cross_entropy(
-            logits, targets, weight=None if weight is None else weight.to(self.device), label_smoothing=smoothing
-        )
+        losses = []
+        if logits.shape[1]:
+            weight = getattr(self.hparams, "class_weights", None)
+            smoothing = float(getattr(self.hparams, "label_smoothing", 0.0)) if stage == sb.Stage.TRAIN else 0.0
+            losses.append(
+                F.cross_entropy(
+                    logits,
+                    targets,
+                    weight=None if weight is None else weight.to(self.device),
+                    label_smoothing=smoothing,
+                )
+            )
+        rated = None
+        if dims.shape[1]:
+            rated = batch.targets.to(self.device)
+            if getattr(self.hparams, "dimension_loss", "ccc") == "mse":
+                dim_loss = mse_loss(dims.float(), rated, self.model.regressor.std)
+            else:
+                dim_loss = ccc_loss(dims.float(), rated)
+            losses.append(dim_loss * (float(getattr(self.hparams, "dimension_weight", 1.0)) if losses else 1.0))
+        loss = losses[0] if len(losses) == 1 else losses[0] + losses[1]
         if stage != sb.Stage.TRAIN:
             self.records.append(
                 (
                     list(batch.ids),
                     targets.cpu(),
-                    torch.softmax(logits.detach(), -1).cpu(),
+                    torch.softmax(logits.detach().float(), -1).cpu(),
                     att["channel"].detach().cpu(),
+                    dims.detach().float().cpu(),
+                    rated.cpu() if rated is not None else torch.zeros(len(batch.ids), 0),
                 )
             )
         return loss
@@ -124,20 +159,26 @@ class EmotionBrain(sb.Brain):
             torch.manual_seed(int(self.hparams.seed) * 1000 + int(epoch))
             np.random.seed((int(self.hparams.seed) * 1000 + int(epoch)) % 2**32)
 
-    def collected(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-        """IDs, true class indices, probabilities (N, C) and channel attention (N, L) of the stage."""
+    def collected(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """IDs, true class indices, probabilities (N, C), channel attention (N, L), predicted and true dimension
+        values (N, K; NaN: no rating) of the stage."""
         ids = [i for r in self.records for i in r[0]]
-        y = torch.cat([r[1] for r in self.records]).numpy()
-        probs = torch.cat([r[2] for r in self.records]).numpy()
-        chan = torch.cat([r[3] for r in self.records]).numpy()
-        return ids, y, probs, chan
+        y, probs, chan, dims, rated = (torch.cat([r[k] for r in self.records]).numpy() for k in range(1, 6))
+        return ids, y, probs, chan, dims, rated
 
-    def stage_scores(self) -> dict[str, float]:
-        """WA, UA, macro-F1 of the collected predictions."""
-        _, y, probs, _ = self.collected()
-        labels = list(range(len(self.hparams.labels)))
-        s = classification_scores(y, probs.argmax(1), labels=labels)
-        return {"WA": s["wa"], "UA": s["ua"], "F1": s["macro_f1"]}
+    def stage_scores(self) -> dict[str, Any]:
+        """WA, UA, macro-F1 of the collected class predictions; ``CCC`` (the mean over dimensions) and
+        ``dimensions`` (CCC, r, RMSE, n per dimension) of the collected dimension values."""
+        _, y, probs, _, dims, rated = self.collected()
+        out: dict[str, Any] = {}
+        if probs.shape[1]:
+            labels = list(range(len(self.hparams.labels)))
+            s = classification_scores(y, probs.argmax(1), labels=labels)
+            out.update(WA=s["wa"], UA=s["ua"], F1=s["macro_f1"])
+        if dims.shape[1]:
+            per_dim = dimension_scores(rated, dims, list(self.hparams.dimensions))
+            out.update(CCC=mean_ccc(per_dim), dimensions=per_dim)
+        return out
 
     def on_stage_end(self, stage: sb.Stage, stage_loss: float, epoch: int | None = None) -> None:
         """Log, schedule the learning rate, stop early, keep the best checkpoint by UA, write predictions."""
@@ -146,16 +187,20 @@ class EmotionBrain(sb.Brain):
             return
         stats = {"loss": stage_loss, **self.stage_scores()}
         if stage == sb.Stage.VALID:
-            self.lr_scheduler.step(stats["UA"])
-            self.hparams.epoch_counter.update_metric(stats["UA"])
+            selected = stats[self.select_key]
+            if selected != selected:  # NaN: no rated validation utterance
+                raise ValueError(f"validation {self.select_key} is undefined (no rated validation utterance)")
+            self.lr_scheduler.step(selected)
+            self.hparams.epoch_counter.update_metric(selected)
             lr = self.optimizer.param_groups[0]["lr"]
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=stats
+                stats_meta={"epoch": epoch, "lr": lr}, train_stats=self.train_stats, valid_stats=loggable(stats)
             )
             start = time.perf_counter()
+            meta = {k: stats[k] for k in ("UA", "WA", "CCC") if k in stats}
             self.checkpointer.save_and_keep_only(
-                meta={"UA": stats["UA"], "WA": stats["WA"], "loss": stats["loss"], "epoch": epoch},
-                max_keys=["UA"],
+                meta={**meta, "loss": stats["loss"], "epoch": epoch},
+                max_keys=[self.select_key],
                 num_to_keep=self.averaged,
             )
             if if_main_process():  # SpeechBrain writes CKPT.yaml first: mark checkpoints whose files are all there
@@ -168,8 +213,8 @@ class EmotionBrain(sb.Brain):
             if getattr(self.hparams, "train_logger", None) is not None:
                 self.hparams.train_logger.log_stats(
                     stats_meta={"Epoch loaded": self.hparams.epoch_counter.current, **self.tested_meta()},
-                    valid_stats=getattr(self, "valid_stats", None),
-                    test_stats=stats,
+                    valid_stats=loggable(getattr(self, "valid_stats", None)),
+                    test_stats=loggable(stats),
                 )
             self.test_stats = stats
             if if_main_process() and getattr(self.hparams, "predictions_dir", None):
@@ -196,7 +241,18 @@ class EmotionBrain(sb.Brain):
 
     def predictions_frame(self) -> pd.DataFrame:
         """Predictions of the collected utterances in the predictions.csv contract."""
-        ids, y, probs, chan = self.collected()
+        ids, y, probs, chan, dims, rated = self.collected()
         labels = list(self.hparams.labels)
         layers = getattr(self.hparams, "layer_ids", range(chan.shape[1]))
-        return predictions_frame(ids, [labels[i] for i in y], probs, chan, labels, layers)
+        names = list(self.hparams.dimensions) if dims.shape[1] else []
+        return predictions_frame(ids, [labels[i] for i in y], probs, chan, labels, layers, names, rated, dims)
+
+
+def loggable(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stage statistics for the training log: per-dimension CCC flattened (``CCC_arousal``), counts dropped."""
+    if stats is None:
+        return None
+    flat = {k: v for k, v in stats.items() if k != "dimensions"}
+    for name, s in (stats.get("dimensions") or {}).items():
+        flat[f"CCC_{name}"] = s["CCC"]
+    return flat

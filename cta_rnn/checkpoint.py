@@ -21,19 +21,27 @@ from cta_rnn.models import build_model
 logger = logging.getLogger("cta_rnn.checkpoint")
 
 
-def best_checkpoints(checkpointer: Checkpointer, n: int = 1) -> list[Any]:
-    """The ``n`` best checkpoints by validation UA, best first (the ones the tested model is made of)."""
-    return checkpointer.find_checkpoints(max_key="UA", max_num_checkpoints=max(1, int(n)))
+def best_checkpoints(checkpointer: Checkpointer, n: int = 1, key: str = "UA") -> list[Any]:
+    """The ``n`` best checkpoints by validation ``key`` (UA, or CCC for a dimensional model), best first (the
+    ones the tested model is made of)."""
+    return checkpointer.find_checkpoints(max_key=key, max_num_checkpoints=max(1, int(n)))
 
 
-def best_model_state(checkpointer: Checkpointer, n: int = 1, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The model parameters of the best checkpoint by validation UA, or the average of the ``n`` best."""
-    ckpts = best_checkpoints(checkpointer, n)
+def best_model_state(
+    checkpointer: Checkpointer, n: int = 1, device: str = "cpu", key: str = "UA"
+) -> dict[str, torch.Tensor]:
+    """The model parameters of the best checkpoint by validation ``key``, or the average of the ``n`` best."""
+    ckpts = best_checkpoints(checkpointer, n, key)
     if not ckpts:
-        raise FileNotFoundError(f"{checkpointer.checkpoints_dir}: no checkpoint with a validation UA")
+        raise FileNotFoundError(f"{checkpointer.checkpoints_dir}: no checkpoint with a validation {key}")
     if len(ckpts) == 1:
         return torch.load(ckpts[0].paramfiles["model"], map_location=device, weights_only=True)
     return average_checkpoints(ckpts, "model", parameter_loader=partial(torch.load, weights_only=True))
+
+
+def select_key(spec: dict[str, Any]) -> str:
+    """The validation metric a trained model's checkpoints were kept by (``UA`` for models before the task)."""
+    return str(spec.get("select_by") or "UA")
 
 
 def load_fold_model(
@@ -59,5 +67,8 @@ def load_fold_model(
             )
         logger.warning("%s: training did not finish; using its best checkpoint so far", fold_dir)
     model = build_model(spec)
-    model.load_state_dict(best_model_state(Checkpointer(fold_dir / "save"), spec.get("average_checkpoints", 1), device))
+    state = best_model_state(
+        Checkpointer(fold_dir / "save"), spec.get("average_checkpoints", 1), device, select_key(spec)
+    )
+    model.load_state_dict(state)
     return model.to(device).eval(), spec

@@ -49,21 +49,24 @@ def test_on_target(
     batch_size: int = 16,
     cache: str = "auto",
 ) -> pd.DataFrame:
-    """Predictions of a trained model on target utterances, through the test path of training (EmotionBrain).
+    """Predictions of a trained model on target utterances, through the test path of training (EmotionBrain);
+    a model with dimensions is scored on the target's ratings of them (its manifest's columns).
 
     Speaker-normalised models get the target speakers' own statistics (no labels used), as in training.
     """
     from cta_rnn.brain import EmotionBrain
     from cta_rnn.data import eval_loader, speaker_stats
     from cta_rnn.feature_cache import FeatureSource
+    from cta_rnn.models import head_sizes
 
     source = FeatureSource(store, rows["ID"].tolist(), device, cache, batch_size=batch_size)
     if model.normalizer.mode == "speaker":
         model.normalizer.set_speakers(speaker_stats(source, rows, 200))
-    loader = eval_loader(source, rows, spec["labels"], model.normalizer, batch_size)
+    dims = list(spec["dimensions"]) if head_sizes(spec)[1] else []
+    loader = eval_loader(source, rows, spec["labels"], model.normalizer, batch_size, dims, "the target manifest")
     brain = EmotionBrain(
         modules={"model": model},
-        hparams={"labels": spec["labels"], "layer_ids": spec["layers"]},
+        hparams={"labels": spec["labels"], "layer_ids": spec["layers"], "dimensions": dims},
         run_opts={"device": device},
     )
     brain.evaluate(loader, progressbar=False)
@@ -164,27 +167,39 @@ def cross_evaluate(
 
 
 def summary_table(recipes_dir: Path, cross_dir: Path, exp_name: str, corpora: Sequence[str]) -> str:
-    """Markdown: train corpus x test corpus, within-corpus from each recipe, cross-corpus from ``cross_dir``."""
-    from cta_rnn.results_md import fmt_pct
+    """Markdown: train corpus x test corpus, within-corpus from each recipe, cross-corpus from ``cross_dir``.
 
-    lines = [
-        f"Experiment `{exp_name}`: mean +- std over fold models (within: held-out folds; cross: all of the target).",
-        "",
-        "| train | test | kind | folds | WA (%) | UA (%) | F1 (%) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    When any of these experiments has dimensions, the table gains the mean CCC over dimensions and the CCC of each
+    dimension (mean ± std over fold models; '-' where a cell has none); otherwise it is the categorical table.
+    """
+    from cta_rnn.results_md import fmt_num, fmt_pct
+
+    cells = {}
     for src in corpora:
         for tgt in corpora:
             within = src == tgt
             path = recipes_dir / src / "exp" / exp_name if within else cross_dir / f"{src}_to_{tgt}_{exp_name}"
-            res = read_results(path)
-            if res is None:
-                lines.append(f"| {src} | {tgt} | {'within' if within else 'cross'} | - | - | - | - |")
-                continue
-            ms = res["mean_std"]
-            cells = [fmt_pct(ms[k]["mean"], ms[k]["std"]) for k in ("wa", "ua", "macro_f1")]
-            kind = "within" if within else "cross"
-            lines.append(f"| {src} | {tgt} | {kind} | {len(res['folds_scored'])} | " + " | ".join(cells) + " |")
+            cells[src, tgt] = read_results(path)
+    dims = list(dict.fromkeys(d for res in cells.values() if res for d in res.get("dimensions") or []))
+    ccc_cols = ["mean CCC", *(f"CCC {d}" for d in dims)] if dims else []
+    lines = [
+        f"Experiment `{exp_name}`: mean +- std over fold models (within: held-out folds; cross: all of the target).",
+        "",
+        "| train | test | kind | folds | WA (%) | UA (%) | F1 (%) |" + "".join(f" {c} |" for c in ccc_cols),
+        "|---|---|---|---|---|---|---|" + "---|" * len(ccc_cols),
+    ]
+    for (src, tgt), res in cells.items():
+        kind = "within" if src == tgt else "cross"
+        if res is None:
+            lines.append(f"| {src} | {tgt} | {kind} | - | - | - | - |" + " - |" * len(ccc_cols))
+            continue
+        ms = res["mean_std"]
+        row = [fmt_pct(ms[k]["mean"], ms[k]["std"]) for k in ("wa", "ua", "macro_f1")]
+        if dims:
+            md = res.get("mean_std_dimensional") or {}
+            row += [fmt_num(md["mean_CCC"]["mean"], md["mean_CCC"]["std"]) if md else "-"]
+            row += [fmt_num(md[d]["CCC"]["mean"], md[d]["CCC"]["std"]) if d in md else "-" for d in dims]
+        lines.append(f"| {src} | {tgt} | {kind} | {len(res['folds_scored'])} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

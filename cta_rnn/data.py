@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from cta_rnn.artifacts import SPLITS, read_splits
+from cta_rnn.artifacts import SPLITS, dimension_values, read_splits
 from cta_rnn.feature_cache import FeatureSource, SplitData, plan_epoch, plan_eval
 from cta_rnn.normalisation import FeatureNormalizer, running_stats
 from cta_rnn.store import EmbeddingStore
@@ -55,14 +55,20 @@ def column_digest(values: Sequence[object]) -> str:
     return h.hexdigest()[:16]
 
 
-def fold_data_digest(fold_dir: str | os.PathLike) -> dict[str, dict[str, object]]:
+def fold_data_digest(fold_dir: str | os.PathLike, dimensions: Sequence[str] = ()) -> dict[str, dict[str, object]]:
     """What a fold's data is, for its run identity: per ``<split>.csv`` the row count and a digest of each of
-    :data:`FOLD_DATA_COLUMNS` (read values, so formatting and column order do not count, locations neither)."""
+    :data:`FOLD_DATA_COLUMNS` and of the ``dimensions`` a dimensional run regresses (read values, so formatting
+    and column order do not count, locations neither)."""
     splits = read_splits(fold_dir)
     digest = {}
     for split in SPLITS:
         df = splits[split]
-        digest[f"{split}.csv"] = {"rows": len(df), **{c: column_digest(df[c].astype(str)) for c in FOLD_DATA_COLUMNS}}
+        where = Path(fold_dir) / f"{split}.csv"
+        digest[f"{split}.csv"] = {
+            "rows": len(df),
+            **{c: column_digest(df[c].astype(str)) for c in FOLD_DATA_COLUMNS},
+            **{d: column_digest(dimension_values(df, d, where)) for d in dimensions},
+        }
     return digest
 
 
@@ -108,13 +114,30 @@ def fit_normalizer(
     normalizer.set_global(*running_stats(speaker_normalised(u) for u in ids))
 
 
-def split_data(df: pd.DataFrame, labels: Sequence[str], normalizer: FeatureNormalizer) -> SplitData:
-    """IDs, label indices and normaliser speaker rows of one split."""
+def dimension_targets(df: pd.DataFrame, dimensions: Sequence[str], where: str | os.PathLike) -> np.ndarray:
+    """(N, K) float ratings of ``dimensions`` (NaN: no rating); a dimension the CSV lacks is an error naming it."""
+    absent = [d for d in dimensions if d not in df.columns]
+    if absent:
+        raise ValueError(
+            f"{where}: no column(s) {absent} for the dimensional task (rerun stage 0 to add them, or set 'dimensions')"
+        )
+    return np.stack([dimension_values(df, d, where) for d in dimensions], 1) if dimensions else np.zeros((len(df), 0))
+
+
+def split_data(
+    df: pd.DataFrame,
+    labels: Sequence[str],
+    normalizer: FeatureNormalizer,
+    dimensions: Sequence[str] = (),
+    where: str | os.PathLike = "split",
+) -> SplitData:
+    """IDs, label indices, normaliser speaker rows and dimension ratings (N, K) of one split."""
     index = {lab: i for i, lab in enumerate(labels)}
     return SplitData(
         ids=df["ID"].tolist(),
         labels=[index[str(e)] for e in df["emotion"]],
         speakers=normalizer.speaker_index(df["speaker"].astype(str), len(df)).tolist(),
+        targets=dimension_targets(df, dimensions, where),
     )
 
 
@@ -131,9 +154,11 @@ def make_loaders(
     crop: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    dimensions: Sequence[str] = (),
 ) -> dict[str, DataLoader]:
-    """Loaders of planned batches: training (shuffled or sorted or balanced, cropped) and evaluation (whole)."""
-    train = split_data(splits["train"], labels, normalizer)
+    """Loaders of planned batches: training (shuffled or sorted or balanced, cropped) and evaluation (whole);
+    batches carry the ratings of ``dimensions`` (a dimensional task)."""
+    train = split_data(splits["train"], labels, normalizer, dimensions, "train.csv")
     train_frames = source.frames(train.ids)
     weights = None
     if sorting == "balanced":
@@ -146,14 +171,20 @@ def make_loaders(
 
     loaders = {"train": source.loader(train, plan_train)}
     for s in ("valid", "test"):
-        loaders[s] = eval_loader(source, splits[s], labels, normalizer, eval_batch_size)
+        loaders[s] = eval_loader(source, splits[s], labels, normalizer, eval_batch_size, dimensions, f"{s}.csv")
     return loaders
 
 
 def eval_loader(
-    source: FeatureSource, df: pd.DataFrame, labels: Sequence[str], normalizer: FeatureNormalizer, batch_size: int
+    source: FeatureSource,
+    df: pd.DataFrame,
+    labels: Sequence[str],
+    normalizer: FeatureNormalizer,
+    batch_size: int,
+    dimensions: Sequence[str] = (),
+    where: str | os.PathLike = "split",
 ) -> DataLoader:
     """Whole utterances of ``df`` in their listed order (validation, test, cross-corpus test)."""
-    data = split_data(df, labels, normalizer)
+    data = split_data(df, labels, normalizer, dimensions, where)
     frames = source.frames(data.ids)
     return source.loader(data, lambda epoch: plan_eval(frames, batch_size))

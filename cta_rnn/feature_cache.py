@@ -44,6 +44,8 @@ class Batch:
     lengths: torch.Tensor
     labels: torch.Tensor
     speakers: torch.Tensor
+    targets: torch.Tensor | None = None
+    """(B, K) float32 dimension ratings (NaN: no rating); None without a dimensional task."""
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device`` (non-blocking copies from pinned memory)."""
@@ -54,6 +56,7 @@ class Batch:
             self.lengths.to(**move),
             self.labels.to(**move),
             self.speakers.to(**move),
+            None if self.targets is None else self.targets.to(**move),
         )
 
     def pin_memory(self) -> Batch:
@@ -64,6 +67,7 @@ class Batch:
             self.lengths.pin_memory(),
             self.labels.pin_memory(),
             self.speakers.pin_memory(),
+            None if self.targets is None else self.targets.pin_memory(),
         )
 
 
@@ -241,10 +245,14 @@ class BatchDataset(Dataset):
         labels: Sequence[int],
         speakers: Sequence[int],
         planner: Callable[[int], list[list[Item]]],
+        targets: np.ndarray | None = None,
     ) -> None:
         self.source, self.ids, self.planner = source, list(ids), planner
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.speakers = torch.as_tensor(speakers, dtype=torch.long)
+        self.targets = None
+        if targets is not None and np.asarray(targets).shape[-1] > 0:
+            self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32)
         self.plans = planner(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -264,16 +272,18 @@ class BatchDataset(Dataset):
             counts.float() / feats.shape[1],
             self.labels[rows],
             self.speakers[rows],
+            None if self.targets is None else self.targets[rows],
         )
 
 
 @dataclass
 class SplitData:
-    """What a split's loader needs: utterance IDs, frame counts, label indices, speaker rows."""
+    """What a split's loader needs: utterance IDs, label indices, speaker rows, dimension ratings (N, K)."""
 
     ids: list[str]
     labels: list[int]
     speakers: list[int]
+    targets: np.ndarray | None = None
 
 
 class FeatureSource:
@@ -322,7 +332,7 @@ class FeatureSource:
             source = _RowMapped(self.table, [self.row[u] for u in split.ids])
         else:
             source = StoreReader(self.store, split.ids)
-        ds = BatchDataset(source, split.ids, split.labels, split.speakers, planner)
+        ds = BatchDataset(source, split.ids, split.labels, split.speakers, planner, split.targets)
         return DataLoader(
             ds,
             batch_size=None,

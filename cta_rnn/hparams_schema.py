@@ -94,6 +94,12 @@ def _labels_ok(v: Any) -> bool:
     )
 
 
+def _dimensions_ok(v: Any) -> bool:
+    return (
+        isinstance(v, list) and bool(v) and all(isinstance(x, str) and x.strip() for x in v) and len(set(v)) == len(v)
+    )
+
+
 def _layers_ok(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(_is_int(x) for x in v) and len(set(v)) == len(v)
 
@@ -130,6 +136,11 @@ SCHEMA: dict[str, Key] = {
     "num_workers": integer(0, identity=False),
     "average_checkpoints": integer(1),
     "force": flag(identity=False),
+    "task": choice("categorical", "dimensional", "both"),
+    "dimensions": Key("a non-empty list of distinct manifest column names", _dimensions_ok),
+    "dimension_loss": choice("ccc", "mse"),
+    "dimension_weight": number(ge=0),
+    "select_by": choice("auto", "UA", "CCC"),
     "model_class": string(),
     "model_kwargs_replace": flag(),
     "model_kwargs": Key("a mapping of keyword arguments, e.g. {dropout: 0.3}", lambda v: isinstance(v, dict)),

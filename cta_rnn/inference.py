@@ -47,6 +47,7 @@ from cta_rnn.artifacts import (
 )
 from cta_rnn.audio import load_audio
 from cta_rnn.io_utils import _umask, atomic_write_json, atomic_write_text
+from cta_rnn.models import head_sizes, split_outputs
 
 HPARAMS = "hyperparams.yaml"
 EXPORT_FILES = ("hyperparams.yaml", "model.ckpt", "model.json", "label_encoder.txt", "scores.json", "README.md")
@@ -194,7 +195,9 @@ class EmotionRecognizer(Pretrained):
     """Frozen encoder + trained head, on any audio file (any rate, any channel count).
 
     hparams: ``labels``, ``layers`` (trained on), ``encoder_spec`` (for :func:`cta_rnn.encoders.build_encoder`),
-    ``frame_rate``;
+    ``frame_rate``; ``dimensions`` for a model with a regression head (arousal, valence, ... on the training
+    corpus's scale). A dimensional-only model has no classes: :attr:`labels` is empty, predictions carry only
+    ``dimensions``.
     modules: ``model`` (a cta_rnn.models model whose normaliser holds its statistics).
     """
 
@@ -203,8 +206,9 @@ class EmotionRecognizer(Pretrained):
 
     def __init__(self, *args: Any, encoder: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.labels: list[str] = [str(lab) for lab in self.hparams.labels]
         self.model = self.mods.model
+        self.labels: list[str] = [str(lab) for lab in self.hparams.labels] if self.model.num_classes else []
+        self.dimensions: list[str] = [str(d) for d in (getattr(self.hparams, "dimensions", None) or [])]
         spec = dict(self.hparams.encoder_spec)
         if encoder is None:
             from cta_rnn.encoders import build_encoder
@@ -312,7 +316,8 @@ class EmotionRecognizer(Pretrained):
     def predict_features(
         self, hidden: torch.Tensor, frames: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> dict[str, Any]:
-        """Run the head on encoder features: labels, probabilities (B, C), attention.
+        """Run the head on encoder features: labels, probabilities (B, C), ``dimensions`` ({name: (B,)} on the
+        training corpus's scale; empty for a categorical model), attention.
 
         ``stats``: the speaker's own (mean, std) (speaker-normalised models); None = the average training speaker.
         """
@@ -321,11 +326,13 @@ class EmotionRecognizer(Pretrained):
             self.model.normalizer.set_speakers({"speaker": stats})
             speaker_idx = torch.zeros(hidden.shape[0], dtype=torch.long)
         lengths = frames.float() / hidden.shape[2]
-        logits, att = self.model(hidden.to(self.device), lengths.to(self.device), speaker_idx, return_attention=True)
-        probs = torch.softmax(logits.float(), -1).cpu()
+        out, att = self.model(hidden.to(self.device), lengths.to(self.device), speaker_idx, return_attention=True)
+        logits, dims = split_outputs(out.float(), self.model.num_classes)
+        probs = torch.softmax(logits, -1).cpu()
         return {
-            "labels": [self.labels[i] for i in probs.argmax(1)],
+            "labels": [self.labels[i] for i in probs.argmax(1)] if self.labels else [""] * len(probs),
             "probs": probs,
+            "dimensions": {name: dims[:, k].cpu() for k, name in enumerate(self.dimensions)},
             "channel": att["channel"].cpu(),
             "temporal": att["temporal"].cpu(),
             "frames": frames.cpu(),
@@ -342,6 +349,11 @@ class EmotionRecognizer(Pretrained):
         self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
         """SpeechBrain's classifier contract: (probabilities (B, C), best score (B,), index (B,), labels)."""
+        if not self.labels:
+            raise ValueError(
+                f"this model predicts {', '.join(self.dimensions)} only (task dimensional), no classes: use "
+                "predict_file / predict_batch"
+            )
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0])
         out = self.predict_batch(wavs, wav_lens)
@@ -364,7 +376,8 @@ class EmotionRecognizer(Pretrained):
     def predict_file(
         self, path: str | os.PathLike, stats: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> dict[str, Any]:
-        """One file (any rate/channels; long files are chunked by the encoder) -> label, probs, attention.
+        """One file (any rate/channels; long files are chunked by the encoder) -> label, probs, dimensions
+        ({name: value}), attention.
 
         Warns like :meth:`classify_file`.
         """
@@ -375,6 +388,7 @@ class EmotionRecognizer(Pretrained):
             "file": str(path),
             "label": out["labels"][0],
             "probs": dict(zip(self.labels, out["probs"][0].tolist())),
+            "dimensions": {name: float(v[0]) for name, v in out["dimensions"].items()},
             "channel": out["channel"][0],
             "temporal": out["temporal"][0, : int(out["frames"][0])],
         }
@@ -394,8 +408,10 @@ class EmotionRecognizer(Pretrained):
 
 def inference_hparams(spec: dict[str, Any], encoder_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plain hparams an EmotionRecognizer needs, from a ``model.json`` spec."""
+    _, dims = head_sizes(spec)
     return {
         "labels": list(spec["labels"]),
+        **({"dimensions": list(spec["dimensions"])} if dims else {}),
         "layers": list(spec["layers"]),
         "frame_rate": float(spec["frame_rate"]),
         "max_train_seconds": spec.get("max_train_seconds"),
@@ -409,8 +425,9 @@ def hyperparams_yaml(spec: dict[str, Any]) -> str:
     model_args = {
         "num_layers": int(spec["num_layers"]),
         "input_dim": int(spec["dim"]),
-        "num_classes": len(spec["labels"]),
+        "num_classes": head_sizes(spec)[0],
         "normalization": spec.get("normalization", "global"),
+        **({"num_dimensions": head_sizes(spec)[1]} if head_sizes(spec)[1] else {}),
         **(spec.get("model_kwargs") or {}),
     }
     args = yaml.safe_dump(model_args, sort_keys=False).strip().replace("\n", "\n    ")
@@ -473,9 +490,10 @@ def export_fold(
 def tested_weights(scores: dict[str, Any]) -> str:
     """Which checkpoint(s) the tested weights are, from test_results.json."""
     epochs = scores.get("averaged_epochs") or []
+    key = scores.get("select_by", "UA")
     if len(epochs) > 1:
-        return f"average of the {len(epochs)} best validation-UA checkpoints, epochs {', '.join(map(str, epochs))}"
-    return f"best validation UA, epoch {scores.get('best_epoch', '?')}"
+        return f"average of the {len(epochs)} best validation-{key} checkpoints, epochs {', '.join(map(str, epochs))}"
+    return f"best validation {key}, epoch {scores.get('best_epoch', '?')}"
 
 
 def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> str:
@@ -495,7 +513,7 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
         else f"Exported from `{fold_dir}` **before its training finished** (`--allow_unfinished`): best checkpoint "
         "so far, never tested.",
         "",
-        f"- labels: {', '.join(spec['labels'])}",
+        f"- labels: {', '.join(spec['labels'])}" if head_sizes(spec)[0] else "- labels: none (task dimensional)",
         f"- encoder: {enc.get('name') or enc.get('source')} ({enc.get('backend')}, source `{enc.get('source')}`, "
         f"revision `{enc.get('revision')}`), layers {spec['layers']} x {spec['dim']} at {spec['frame_rate']} Hz",
         f"- normalisation: {spec.get('normalization')}",
@@ -505,17 +523,30 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
             f"- trained on {spec['max_train_seconds']} s crops: labels of clips much longer than that are "
             "unreliable (the model never saw such lengths); use `--segment` for long recordings"
         )
-    if test:
+    if head_sizes(spec)[1]:
+        stats = spec.get("dimension_stats") or {}
+        scale = ", ".join(f"{d} (training mean {stats[d][0]:.2f}, sd {stats[d][1]:.2f})" for d in stats)
+        lines.append(
+            f"- dimensions: {', '.join(spec['dimensions'])}, predicted on the rating scale of the training corpus "
+            f"(IEMOCAP and MSP-IMPROV: 1-5 mean annotator ratings){': ' + scale if scale else ''}"
+        )
+    if "UA" in test:
         lines.append(
             f"- held-out test: WA {100 * test['WA']:.2f} %, UA {100 * test['UA']:.2f} %, "
             f"macro-F1 {100 * test['F1']:.2f} % ({scores.get('n', {}).get('test', '?')} utterances)"
+        )
+    for name, s in (test.get("dimensions") or {}).items():
+        lines.append(
+            f"- held-out test {name}: CCC {s['CCC']:.3f}, Pearson r {s['r']:.3f}, RMSE {s['RMSE']:.3f} (n={s['n']})"
         )
     lines += [
         "",
         "```python",
         "from cta_rnn.inference import EmotionRecognizer",
         'rec = EmotionRecognizer.from_hparams(source="<this folder>", savedir="pretrained/ser")',
-        'probs, score, index, label = rec.classify_file("speech.wav")',
+        'probs, score, index, label = rec.classify_file("speech.wav")'
+        if head_sizes(spec)[0]
+        else 'dims = rec.predict_file("speech.wav")["dimensions"]',
         "```",
         "",
         "or `cta-rnn predict --model <this folder> speech.wav`.",

@@ -21,6 +21,51 @@ class Classifier(nn.Sequential):
         super().__init__(nn.Linear(in_dim, hidden), activation, nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
 
+class DimensionHead(nn.Module):
+    """Regression head for dimensional emotion: (Linear -> activation -> dropout ->) Linear to K values, in
+    standardised units, returned on the corpus's scale (times the training std, plus the training mean, kept as
+    buffers so the model carries its own scaling)."""
+
+    def __init__(self, in_dim: int, num_dimensions: int, hidden: int = 128, dropout: float = 0.25, act: str = "relu"):
+        super().__init__()
+        self.net = (
+            Classifier(in_dim, num_dimensions, hidden, dropout, act) if hidden else nn.Linear(in_dim, num_dimensions)
+        )
+        self.register_buffer("mean", torch.zeros(num_dimensions))
+        self.register_buffer("std", torch.ones(num_dimensions))
+
+    def set_stats(self, mean: list[float], std: list[float]) -> None:
+        """Training mean and standard deviation of each dimension (the scale outputs are returned on)."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, in_dim) -> (B, K) on the corpus's scale."""
+        return self.net(pooled) * self.std + self.mean
+
+
+def output_heads(
+    in_dim: int, num_classes: int, num_dimensions: int, hidden: int, dropout: float, act: str
+) -> tuple[nn.Module | None, DimensionHead | None]:
+    """The classifier (None without classes) and the dimension head (None without dimensions) of a model."""
+    if num_classes <= 0 and num_dimensions <= 0:
+        raise ValueError("a model needs classes (task categorical/both) or dimensions (task dimensional/both)")
+    classifier = Classifier(in_dim, num_classes, hidden, dropout, act) if num_classes > 0 else None
+    regressor = DimensionHead(in_dim, num_dimensions, hidden, dropout, act) if num_dimensions > 0 else None
+    return classifier, regressor
+
+
+def apply_heads(model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """(B, C + K): class logits then dimension values (C or K may be 0; see :func:`split_outputs`)."""
+    parts = [head(pooled) for head in (model.classifier, model.regressor) if head is not None]
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def split_outputs(out: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits (B, C) and dimension values (B, K) of a model's output (B, C + K)."""
+    return out[:, :num_classes], out[:, num_classes:]
+
+
 class CTARNN(nn.Module):
     """Channel and Temporal-wise Attention RNN (Chen & Zhang, Interspeech 2022), as reconstructed in README.
 
@@ -42,6 +87,8 @@ class CTARNN(nn.Module):
         temporal_pool: average every k fused frames (masked) before the RNN: 50 Hz -> 25 Hz with 2.
         input_mean: also give the classifier the masked mean of the (projected) fused frames, beside the
             attention-pooled RNN outputs (an utterance-statistics skip around the BiLSTM).
+        num_dimensions: size of the regression head for dimensional emotion on the same pooled representation
+            (0 = none; num_classes 0 = no classifier).
     """
 
     def __init__(
@@ -64,12 +111,14 @@ class CTARNN(nn.Module):
         normalization: str = "global",
         temporal_pool: int = 1,
         input_mean: bool = False,
+        num_dimensions: int = 0,
     ) -> None:
         super().__init__()
         self.temporal_pool = int(temporal_pool)
         if pooling not in ("attention", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}: use attention or mean")
         self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
+        self.num_dimensions = num_dimensions
         self.normalizer = FeatureNormalizer(num_layers, input_dim, normalization)
         self.channel = ChannelAttention(num_layers, input_dim, reduction, feature_gate) if channel_attention else None
         self.fusion = LayerFusion(num_layers, fusion)
@@ -93,7 +142,9 @@ class CTARNN(nn.Module):
         self.rnn_dropout = nn.Dropout(dropout)
         self.temporal = TemporalAttention(feat, attention_hidden) if pooling == "attention" else None
         self.input_mean = bool(input_mean)
-        self.classifier = Classifier(feat + skip, num_classes, classifier_hidden, dropout, activation)
+        self.classifier, self.regressor = output_heads(
+            feat + skip, num_classes, num_dimensions, classifier_hidden, dropout, activation
+        )
 
     def forward(
         self,
@@ -103,7 +154,8 @@ class CTARNN(nn.Module):
         return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, L, T, D) of any float dtype, lengths (B,) relative, speaker_idx (B,) rows of the normaliser's
-        speaker table (None or -1: the average training speaker) -> logits (B, C)
+        speaker table (None or -1: the average training speaker) -> outputs (B, C + K): class logits, then the
+        K dimension values (:func:`split_outputs`)
         [, {"channel": (B, L), "temporal": (B, T)}]."""
         check_input(x, self.num_layers, self.input_dim)
         batch, _, frames, _ = x.shape
@@ -140,8 +192,8 @@ class CTARNN(nn.Module):
             att["temporal"] = unpool_weights(att["temporal"], full_mask, self.temporal_pool)
         if skip is not None:
             pooled = torch.cat([pooled, skip], dim=-1)
-        logits = self.classifier(pooled)
-        return (logits, att) if return_attention else logits
+        out = apply_heads(self, pooled)
+        return (out, att) if return_attention else out
 
 
 def pool_frames(h: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,13 +244,16 @@ class WeightedSumPool(nn.Module):
         num_classes: int = 4,
         proj_dim: int = 256,
         normalization: str = "global",
+        num_dimensions: int = 0,
     ) -> None:
         super().__init__()
         self.num_layers, self.input_dim, self.num_classes = num_layers, input_dim, num_classes
+        self.num_dimensions = num_dimensions
         self.normalizer = FeatureNormalizer(num_layers, input_dim, normalization)
         self.layer_logits = nn.Parameter(torch.zeros(num_layers))
         self.proj = nn.Linear(input_dim, proj_dim)
-        self.out = nn.Linear(proj_dim, num_classes)
+        self.out = nn.Linear(proj_dim, num_classes) if num_classes > 0 else None
+        self.regressor = DimensionHead(proj_dim, num_dimensions, hidden=0) if num_dimensions > 0 else None
 
     def forward(
         self,
@@ -213,7 +268,9 @@ class WeightedSumPool(nn.Module):
         x = self.normalizer(x, speaker_idx)
         weights = torch.softmax(self.layer_logits, dim=0)
         h = self.proj(torch.einsum("bltd,l->btd", x, weights))
-        logits = self.out(masked_mean(h, mask[:, :, None], dim=1))
+        pooled = masked_mean(h, mask[:, :, None], dim=1)
+        parts = [head(pooled) for head in (self.out, self.regressor) if head is not None]
+        logits = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         if not return_attention:
             return logits
         att = {
@@ -232,8 +289,18 @@ def check_input(x: torch.Tensor, num_layers: int, dim: int) -> None:
         raise ValueError(f"expected (batch, {num_layers}, frames, {dim}), got {tuple(x.shape)}")
 
 
+def head_sizes(spec: dict[str, Any]) -> tuple[int, int]:
+    """(classes, dimensions) a model spec's task asks for: ``categorical`` (the default, also for models trained
+    before the task existed), ``dimensional`` or ``both``."""
+    task = spec.get("task", "categorical")
+    classes = len(spec["labels"]) if task != "dimensional" else 0
+    dims = len(spec.get("dimensions") or []) if task != "categorical" else 0
+    return classes, dims
+
+
 def build_model(spec: dict[str, Any]) -> nn.Module:
-    """The model a ``model.json`` spec describes (model_class, model_kwargs, normalization, labels, num_layers, dim).
+    """The model a ``model.json`` spec describes (model_class, model_kwargs, normalization, labels, num_layers, dim;
+    task, dimensions and dimension_stats for dimensional emotion).
 
     Unknown ``model_kwargs`` for the class are an error naming the class and the keys it takes.
     """
@@ -242,19 +309,29 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     if cls is None:
         raise ValueError(f"unknown model_class {name!r}: use one of {sorted(MODEL_CLASSES)}")
     kwargs = dict(spec.get("model_kwargs") or {})
+    classes, dims = head_sizes(spec)
+    fixed = {"self", "num_layers", "input_dim", "num_classes", "normalization", "num_dimensions"}
     try:
-        return cls(
+        if fixed & set(kwargs):
+            raise TypeError(f"{sorted(fixed & set(kwargs))} are set from the spec, not model_kwargs")
+        model = cls(
             int(spec["num_layers"]),
             int(spec["dim"]),
-            len(spec["labels"]),
+            classes,
             normalization=spec.get("normalization", "global"),
+            num_dimensions=dims,
             **kwargs,
         )
     except TypeError as err:
         import inspect
 
         params = inspect.signature(CTARNN if cls is RNNMeanPool else cls).parameters
-        allowed = sorted(set(params) - {"self", "num_layers", "input_dim", "num_classes", "normalization"})
+        allowed = sorted(set(params) - fixed)
         if cls is RNNMeanPool:
             allowed = sorted(set(allowed) - set(RNNMeanPool.FIXED))
         raise ValueError(f"model_kwargs {sorted(kwargs)} do not fit {name} ({err}); it takes {allowed}") from None
+    stats = spec.get("dimension_stats")
+    if dims and stats:
+        names = spec["dimensions"]
+        model.regressor.set_stats([stats[n][0] for n in names], [stats[n][1] for n in names])
+    return model

@@ -1,4 +1,5 @@
-"""PNG plots for scoring and inspection: confusion, channel attention, layer sweep, temporal attention.
+"""PNG plots for scoring and inspection: confusion, channel attention, layer sweep, temporal attention,
+predicted vs true dimensions.
 
 Figures are ``matplotlib.figure.Figure`` objects on an Agg canvas (no pyplot state, no display needed)
 and written atomically: saved to a temp file in the target folder, then renamed.
@@ -12,9 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from .io_utils import atomic_to_csv
 
 PNG_METADATA = {"Software": None}
 """Drop the matplotlib version from the PNG so identical inputs give identical bytes."""
@@ -165,6 +169,87 @@ def plot_layer_sweep(
     ax.set_title(title or "Single-layer sweep: UA vs encoder layer")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def scatter_points(
+    true: np.ndarray,
+    pred: np.ndarray,
+    names: Sequence[str],
+    folds: Sequence[int] | None = None,
+    ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Long table of the points of :func:`plot_dimension_scatter`: dimension, fold, ID, true, pred per rated
+    utterance (NaN true or pred: no point), dimensions in ``names`` order, utterances in input order."""
+    true = np.asarray(true, dtype=float).reshape(-1, len(names))
+    pred = np.asarray(pred, dtype=float).reshape(-1, len(names))
+    if true.shape != pred.shape:
+        raise ValueError(f"true {true.shape} and pred {pred.shape} differ in shape")
+    n = len(true)
+    folds = list(folds) if folds is not None else [""] * n
+    ids = list(ids) if ids is not None else [str(i) for i in range(n)]
+    if len(folds) != n or len(ids) != n:
+        raise ValueError(f"{n} utterances but {len(folds)} folds and {len(ids)} IDs")
+    frames = []
+    for k, name in enumerate(names):
+        keep = ~(np.isnan(true[:, k]) | np.isnan(pred[:, k]))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dimension": name,
+                    "fold": np.asarray(folds, dtype=object)[keep],
+                    "ID": np.asarray(ids, dtype=object)[keep],
+                    "true": true[keep, k],
+                    "pred": pred[keep, k],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_dimension_scatter(
+    true: np.ndarray,
+    pred: np.ndarray,
+    names: Sequence[str],
+    path: str | os.PathLike,
+    folds: Sequence[int] | None = None,
+    ids: Sequence[str] | None = None,
+    title: str | None = None,
+) -> tuple[Path, pd.DataFrame]:
+    """Predicted against true rating, one panel per dimension, with the diagonal and the CCC in each title.
+
+    ``true`` and ``pred`` are (N, K) (NaN true: no rating, no point); ``folds`` colours the points by fold.
+    The points drawn are also written to ``<path stem>.csv`` (see :func:`scatter_points`) and returned.
+    """
+    from .dimensional import ccc  # imports torch: only when a scatter is drawn
+
+    points = scatter_points(true, pred, names, folds, ids)
+    fig = new_figure(figsize=(4.2 * len(names), 4.4))
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    fold_order = list(dict.fromkeys(points["fold"]))
+    for ax, name in zip(axes, names):
+        sel = points[points["dimension"] == name]
+        for j, fold in enumerate(fold_order):
+            f = sel[sel["fold"] == fold]
+            label = f"fold {fold}" if fold != "" else None
+            ax.scatter(f["true"], f["pred"], s=10, alpha=0.6, color=f"C{j % 10}", label=label, linewidths=0)
+        values = np.concatenate([sel["true"], sel["pred"]])
+        lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
+        pad = 0.05 * (hi - lo) or 0.5
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", linestyle="--", linewidth=1)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        c = ccc(sel["true"].to_numpy(), sel["pred"].to_numpy())
+        ax.set_title(f"{name}: CCC {c:.3f} (n={len(sel)})")
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        ax.grid(alpha=0.3)
+    if 1 < len(fold_order) <= 10:
+        axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if title:
+        fig.suptitle(title)
+    atomic_to_csv(points, Path(path).with_suffix(".csv"))
+    return save_figure(fig, path), points
 
 
 def plot_temporal_attention(

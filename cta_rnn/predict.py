@@ -245,11 +245,13 @@ def check_outputs(
 
 
 def _predict_piece(rec: Any, item: tuple, stats: Any, plot: tuple[Path, str] | None, segment: float | None) -> dict:
-    """One row (file, start, end, label, prob_<label>...) for an encoded piece; its plot drawn when asked."""
+    """One row (file, start, end, label, prob_<label>..., then the model's dimensions: arousal, ... on the training
+    corpus's scale) for an encoded piece; its plot drawn when asked."""
     f, start, end, piece, hidden, frames = item
     out = rec.predict_features(hidden, frames, stats)
     row = {"file": str(f), "start": round(start, 3), "end": round(end, 3), "label": out["labels"][0]}
     row.update({f"prob_{lab}": round(float(p), 6) for lab, p in zip(rec.labels, out["probs"][0])})
+    row.update({name: round(float(v[0]), 4) for name, v in out.get("dimensions", {}).items()})
     if plot is not None:
         from cta_rnn.plots import plot_temporal_attention
 
@@ -316,12 +318,16 @@ def predict_files(
     return pd.DataFrame(rows), failed
 
 
-
-def result_line(row: dict[str, Any], labels: Sequence[str], segment: float | None) -> str:
-    """``file [start-end s]<TAB>label<TAB>lab=p ...``."""
+def result_line(
+    row: dict[str, Any], labels: Sequence[str], segment: float | None, dimensions: Sequence[str] = ()
+) -> str:
+    """``file [start-end s]<TAB>label<TAB>lab=p ...`` (then ``<TAB>arousal=3.12 ...`` for a model with dimensions;
+    a dimensional-only model prints ``-`` as its label)."""
     probs = " ".join(f"{lab}={row[f'prob_{lab}']:.3f}" for lab in labels)
+    dims = " ".join(f"{d}={row[d]:.2f}" for d in dimensions)
     where = f" [{row['start']:.2f}-{row['end']:.2f} s]" if segment else ""
-    return f"{row['file']}{where}\t{row['label']}\t{probs}"
+    fields = [f"{row['file']}{where}", row["label"] or "-", *(x for x in (probs, dims) if x)]
+    return "\t".join(fields)
 
 
 def main_predict(argv: Sequence[str] | None = None) -> int:
@@ -381,7 +387,7 @@ def main_predict(argv: Sequence[str] | None = None) -> int:
     for kind, item in iter_predictions(rec, files, args.segment, args.adapt, args.plot, crop):
         if kind == "row":
             rows.append(item)
-            print(result_line(item, rec.labels, args.segment), flush=True)
+            print(result_line(item, rec.labels, args.segment, rec.dimensions), flush=True)
         elif kind == "failed":
             failed.append(item)
             print(f"{item['file']}\tERROR\t{item['reason']}", file=sys.stderr, flush=True)

@@ -23,6 +23,12 @@ PAPER_ROW = "CTA-RNN (paper, Chen & Zhang 2022)"
 TO_FILL = "_to fill from paper_"
 PAPER_ENCODER = "wenet_gigaspeech_u2pp (WeNet U2++ Conformer, GigaSpeech)"
 """The paper's encoder, by the name of its YAML (recipes/shared/hparams/encoder/), so a run can sit beside it."""
+CCC_NOTE = [
+    "CCC = concordance correlation coefficient of predicted and true dimension ratings: the mean over the",
+    "dimensions (mean ± std over folds), then each dimension's mean over folds; '-' for a model without",
+    "dimensions, '—' (WA / UA / F1) for a model without classes.",
+]
+"""Said under the table's legend only when some experiment has dimensions."""
 VERSIONED_PACKAGES = ("torch", "torchaudio", "speechbrain", "transformers", "scikit-learn", "numpy")
 
 
@@ -31,6 +37,23 @@ def fmt_pct(mean: float | None, std: float | None = None) -> str:
     if mean is None:
         return "—"
     return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def fmt_num(mean: float | None, std: float | None = None, digits: int = 3) -> str:
+    """``mean ± std`` of plain numbers (CCC, r, RMSE) with ``digits`` decimals; '—' when undefined (None)."""
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def ccc_cell(res: dict[str, Any]) -> str:
+    """Mean CCC ± std over folds, then the mean CCC of each dimension: ``0.601 ± 0.020 (arousal 0.702, ...)``;
+    '-' for an experiment without dimensions."""
+    md = res.get("mean_std_dimensional")
+    if not res.get("dimensions") or not md:
+        return "-"
+    per_dim = ", ".join(f"{d} {fmt_num(md[d]['CCC']['mean'])}" for d in res["dimensions"])
+    return f"{fmt_num(md['mean_CCC']['mean'], md['mean_CCC']['std'])} ({per_dim})"
 
 
 def folds_cell(res: dict[str, Any]) -> str:
@@ -96,16 +119,25 @@ def load_results(recipe_root: str | os.PathLike) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: str(r["experiment"]))
 
 
+def has_dimensions(results: list[dict[str, Any]]) -> bool:
+    """Whether any scored experiment predicts dimensions (then the tables gain a CCC column)."""
+    return any(res.get("dimensions") for res in results)
+
+
 def results_table(results: list[dict[str, Any]]) -> list[str]:
-    """The fixed-column table: paper reference row, then one row per scored experiment."""
+    """The fixed-column table: paper reference row, then one row per scored experiment; a CCC column before
+    Encoder only when some experiment has dimensions ('-' in the rows of those without)."""
+    dims = has_dimensions(results)
+    ccc_head, ccc_rule, ccc_paper = (" CCC (mean; per dimension) |", "---:|", " - |") if dims else ("", "", "")
     lines = [
-        "| Experiment | Folds | WA (%) | UA (%) | F1 (%) | Encoder |",
-        "|---|---|---:|---:|---:|---|",
-        f"| {PAPER_ROW} | {TO_FILL} | {TO_FILL} | {TO_FILL} | {TO_FILL} | {PAPER_ENCODER} |",
+        f"| Experiment | Folds | WA (%) | UA (%) | F1 (%) |{ccc_head} Encoder |",
+        f"|---|---|---:|---:|---:|{ccc_rule}---|",
+        f"| {PAPER_ROW} | {TO_FILL} | {TO_FILL} | {TO_FILL} | {TO_FILL} |{ccc_paper} {PAPER_ENCODER} |",
     ]
     for res in results:
         ms = res["mean_std"]
         cells = [fmt_pct(ms[k]["mean"], ms[k]["std"]) for k in ("wa", "ua", "macro_f1")]
+        cells += [ccc_cell(res)] if dims else []
         tag = f"[{res['experiment']}](exp/{res['_dir']}/results.md)"
         lines.append(f"| {tag} | {folds_cell(res)} | {' | '.join(cells)} | {encoder_cell(res.get('encoder'))} |")
     return lines
@@ -125,6 +157,7 @@ def write_results_md(recipe_root: str | os.PathLike = ".") -> Path:
         "",
         "WA = accuracy, UA = macro-averaged recall, F1 = macro-F1; per test fold, then mean ± sample std",
         "(ddof=1) over folds. The paper row is left for a person to fill in from the paper.",
+        *(CCC_NOTE if has_dimensions(results) else []),
         "",
         *results_table(results),
         "",

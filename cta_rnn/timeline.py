@@ -284,8 +284,9 @@ def smooth_windows(values: np.ndarray, n: int, n_classes: int) -> np.ndarray:
 def merge_cells(
     edges: np.ndarray, values: np.ndarray, labels: Sequence[str], columns: Sequence[str], speaker: str = ""
 ) -> list[dict[str, Any]]:
-    """Consecutive cells with the same arg-max label as one segment (values averaged by cell duration)."""
-    best = values[:, : len(labels)].argmax(1)
+    """Consecutive cells with the same arg-max label as one segment (values averaged by cell duration); a model
+    without classes (task dimensional) gives one segment per cell, its label empty."""
+    best = values[:, : len(labels)].argmax(1) if labels else np.arange(len(values))
     change = np.flatnonzero(np.diff(best)) + 1
     rows = []
     for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [len(best)]])):
@@ -293,9 +294,10 @@ def merge_cells(
         mean = dur @ values[a:b] / dur.sum()
         k = int(best[a])
         row = {"start": round(float(edges[a]), 3), "end": round(float(edges[b]), 3), "speaker": speaker}
-        row["label"] = labels[k]
+        row["label"] = labels[k] if labels else ""
         row.update({c: round(float(v), 6) for c, v in zip(columns, mean)})
-        row["confidence"] = round(float(mean[k]), 6)
+        if labels:
+            row["confidence"] = round(float(mean[k]), 6)
         rows.append(row)
     return rows
 
@@ -674,7 +676,9 @@ def iter_live(
         if speech >= LIVE_MIN_SPEECH:
             out = rec.predict_batch(wav[None], torch.ones(1))
             probs = out["probs"][0]
-            row.update(label=out["labels"][0], confidence=float(probs.max()), probs=probs.tolist())
+            confidence = float(probs.max()) if probs.numel() else 0.0
+            row.update(label=out["labels"][0], confidence=confidence, probs=probs.tolist())
+            row.update({name: float(v[0]) for name, v in out.get("dimensions", {}).items()})
         else:
             row.update(label="-", confidence=0.0, probs=None)
         row["latency"] = time.perf_counter() - tick

@@ -55,7 +55,15 @@ from cta_rnn.artifacts import (
     write_model_spec,
     write_test_results,
 )
-from cta_rnn.data import FOLD_DATA_COLUMNS, fit_normalizer, fold_data_digest, make_loaders, read_fold
+from cta_rnn.data import (
+    FOLD_DATA_COLUMNS,
+    dimension_targets,
+    fit_normalizer,
+    fold_data_digest,
+    make_loaders,
+    read_fold,
+)
+from cta_rnn.dimensional import training_stats
 from cta_rnn.feature_cache import FeatureSource
 from cta_rnn.hparams_schema import (
     HparamsError,
@@ -208,7 +216,10 @@ def run_identity(hparams: dict[str, Any]) -> dict[str, Any]:
     """A fold run's ``run_config.json``: its identity hyperparameters without locations, its fold data digest
     (:func:`cta_rnn.data.fold_data_digest`) and its store's identity."""
     record = {k: v for k, v in identity(hparams).items() if k not in LOCATION_KEYS}
-    record["fold_data"] = fold_data_digest(hparams["fold_dir"])
+    if hparams.get("task", "categorical") == "categorical":  # as recorded before the task existed
+        for key in TASK_KEYS:
+            record.pop(key, None)
+    record["fold_data"] = fold_data_digest(hparams["fold_dir"], task_dimensions(hparams))
     record["store"] = store_identity(hparams["store_dir"])
     return record
 
@@ -326,8 +337,36 @@ def install_replay(script: str | None, exp_dir: Path) -> None:
     os.replace(tmp, exp_dir / "run.sh")
 
 
+TASK_KEYS = ("task", "dimensions", "dimension_loss", "dimension_weight", "select_by")
+"""Hyperparameters of dimensional emotion: not part of a categorical run's identity (runs before they existed)."""
+
+
+def task_dimensions(hparams: dict[str, Any]) -> list[str]:
+    """The dimensions a run regresses: none for ``task: categorical``."""
+    return [] if hparams.get("task", "categorical") == "categorical" else list(hparams["dimensions"])
+
+
+def resolve_select_key(hparams: dict[str, Any]) -> str:
+    """``UA`` or ``CCC``: ``select_by``, with ``auto`` = mean CCC for ``task: dimensional``, UA otherwise; a
+    metric the task does not produce is refused."""
+    task, key = hparams.get("task", "categorical"), hparams.get("select_by", "auto")
+    if key == "auto":
+        return "CCC" if task == "dimensional" else "UA"
+    if (key == "UA" and task == "dimensional") or (key == "CCC" and task == "categorical"):
+        raise HparamsError(f"select_by: {key} needs a task that predicts it (task is {task})")
+    return key
+
+
 def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]:
-    """What rebuilds the trained model without the training YAML (``model.json``, see models.build_model)."""
+    """What rebuilds the trained model without the training YAML (``model.json``, see models.build_model); a
+    dimensional task adds task, dimensions and select_by (dimension_stats come from the fold's training set)."""
+    task = {}
+    if hparams.get("task", "categorical") != "categorical":
+        task = {
+            "task": hparams["task"],
+            "dimensions": task_dimensions(hparams),
+            "select_by": resolve_select_key(hparams),
+        }
     return {
         "model_class": hparams["model_class"],
         "model_kwargs": dict(hparams.get("model_kwargs") or {}),
@@ -340,6 +379,7 @@ def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]
         "max_train_seconds": hparams.get("max_train_seconds"),
         "average_checkpoints": int(hparams.get("average_checkpoints") or 1),
         "encoder": store.meta.get("encoder"),
+        **task,
     }
 
 
@@ -388,6 +428,11 @@ def prepare_model(
 ) -> torch.nn.Module:
     """The untrained model with its normaliser fitted on this fold; ``model.json`` written."""
     spec = model_spec(hparams, store)
+    if spec.get("dimensions"):
+        where = Path(hparams["fold_dir"]) / "train.csv"
+        spec["dimension_stats"] = training_stats(
+            dimension_targets(splits["train"], spec["dimensions"], where), spec["dimensions"], str(where)
+        )
     model = build_model(spec).to(source.device)
     fit_normalizer(model.normalizer, source, splits, hparams["stats_max_utterances"], hparams["seed"])
     if if_main_process():
@@ -421,7 +466,8 @@ def train_and_test(
     start = time.perf_counter()
     brain.fit(brain.hparams.epoch_counter, loaders["train"], loaders["valid"])
     epochs_run = brain.hparams.epoch_counter.current
-    chosen = best_checkpoints(checkpointer, brain.averaged)
+    key = brain.select_key
+    chosen = best_checkpoints(checkpointer, brain.averaged, key)
     if brain.averaged > 1 and len(chosen) < brain.averaged:
         logger.warning(
             "%s: the tested model averages %d checkpoint(s), not the %d asked (average_checkpoints): only %d "
@@ -432,16 +478,22 @@ def train_and_test(
             len(chosen),
             epochs_run,
         )
-    brain.evaluate(loaders["valid"], max_key="UA", split="valid")  # the model that is tested: best or averaged
-    brain.evaluate(loaders["test"], max_key="UA")
+    brain.evaluate(loaders["valid"], max_key=key, split="valid")  # the model that is tested: best or averaged
+    brain.evaluate(loaders["test"], max_key=key)
     timing = {k: round(v, 3) for k, v in brain.timing.items()}
     timing["fit_and_test_s"] = round(time.perf_counter() - start, 3)
+    valid = {f"valid_{k}": brain.valid_stats[k] for k in ("UA", "CCC") if k in brain.valid_stats}
     return {
         "timing": timing,
         "test": brain.test_stats,
         "best_epoch": chosen[0].meta.get("epoch") if chosen else None,
         "averaged_epochs": sorted(c.meta.get("epoch") for c in chosen),
-        "valid_UA": brain.valid_stats["UA"],
+        **valid,
+        **(
+            {"select_by": key, "valid_dimensions": brain.valid_stats["dimensions"]}
+            if "CCC" in brain.valid_stats
+            else {}
+        ),
         "epochs_run": epochs_run,
     }
 
@@ -505,6 +557,7 @@ def _train_fold(
     if hparams["class_weighting"] == "inverse":
         hparams["class_weights"] = class_weights(splits["train"]["emotion"].astype(str).tolist(), labels)
     hparams["layer_ids"] = store.layers
+    hparams["select_key"] = resolve_select_key(hparams)
     crop = int(round(hparams["max_train_seconds"] * store.frame_rate)) if hparams.get("max_train_seconds") else None
     rank, world = rank_and_world()
     loaders = make_loaders(
@@ -519,6 +572,7 @@ def _train_fold(
         crop=crop,
         rank=rank,
         world_size=world,
+        dimensions=task_dimensions(hparams),
     )
     result = train_and_test(hparams, run_opts, model, loaders)
     result.update(layers=store.layers, encoder=store.meta.get("encoder"), n={k: len(v) for k, v in splits.items()})
@@ -526,7 +580,6 @@ def _train_fold(
     if if_main_process():
         write_test_results(out, result)
     return result
-
 
 
 FOLD_KEY = "{fold}"
@@ -612,7 +665,8 @@ def train_folds(folds: Sequence[int], argv: Sequence[str]) -> int:
             progress.say(f"    fold {fold} failed: {one_line(err)} (log: {out / 'stdout.log' if out else 'stderr'})")
             continue
         done = read_test_results(out) if out else None
-        ua = f"test UA {done['test']['UA']:.3f}, " if done else ""
+        scores = [f"test {k} {done['test'][k]:.3f}" for k in ("UA", "CCC") if done and k in done["test"]]
+        ua = "".join(f"{x}, " for x in scores)
         progress.say(
             f"    fold {fold} done: {ua}{time.perf_counter() - t0:.0f} s ({n}/{len(folds)} of this job, "
             f"{time.perf_counter() - start:.0f} s)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -209,4 +210,34 @@ def build_msp_improv(
                 tdir.mkdir(parents=True, exist_ok=True)
                 (tdir / f"MSP-IMPROV-{uid}.txt").write_text(f"  transcript of {uid}\n")
     (root / label_name).write_text("".join(lines))
+    return root
+
+
+# ----------------------------------------------------------------------------------------------- hand-written labels
+def build_iemocap_from_labels(tmp: Path, dialog: str, label_text: str) -> Path:
+    """A one-dialog IEMOCAP tree under ``tmp`` whose EmoEvaluation file is ``label_text`` verbatim, with a wav for
+    every utterance of its ``[start - end] UTT ...`` lines; returns its root."""
+    root = tmp / "IEMOCAP_full_release"
+    sess = root / f"Session{int(dialog[3:5])}"
+    emo_dir, wav_dir = sess / "dialog" / "EmoEvaluation", sess / "sentences" / "wav" / dialog
+    emo_dir.mkdir(parents=True, exist_ok=True)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    (emo_dir / f"{dialog}.txt").write_text(label_text)
+    audio = wav_bytes()
+    for utt in re.findall(r"^\[[^\]]*\]\s+(\S+)", label_text, flags=re.M):
+        (wav_dir / f"{utt}.wav").write_bytes(audio)
+    return root
+
+
+def build_msp_from_evaluation(tmp: Path, evaluation: str) -> Path:
+    """An MSP-IMPROV tree under ``tmp`` whose Evaluation.txt is ``evaluation`` verbatim, with a wav for every
+    consensus line's id; returns its root."""
+    root = tmp / "MSP-IMPROV"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Evaluation.txt").write_text(evaluation)
+    audio = wav_bytes()
+    for uid in re.findall(r"^\s*UTD-IMPROV-([^.;\s]+)\.avi", evaluation, flags=re.M):
+        folder = root / "Audio" / f"session{int(uid.split('-')[1][1:])}" / uid[:4] / uid.split("-")[2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"MSP-IMPROV-{uid}.wav").write_bytes(audio)
     return root

@@ -44,6 +44,9 @@ def test_full_counts_exact(manifest: pd.DataFrame) -> None:
         "dialog",
         "condition",
         "text",
+        "arousal",
+        "valence",
+        "dominance",
     ]
     assert len(manifest) == 5531
     assert manifest["emotion"].value_counts().to_dict() == {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}

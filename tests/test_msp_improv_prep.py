@@ -105,7 +105,7 @@ def test_evaluation_parser(tmp_path: Path) -> None:
         "UTD-IMPROV-S01A-F01-S-FM01.avi; H; A:3.0; V:3.5; D:3.0 ; N:3.0;\n"
     )
     logged: list[str] = []
-    assert parse_evaluation(ev, logged.append) == {
+    assert {uid: rec.label for uid, rec in parse_evaluation(ev, logged.append).items()} == {
         "MSP-IMPROV-S01A-F01-S-FM01": "N",
         "MSP-IMPROV-S02H-M01-P-MF02": "X",
     }

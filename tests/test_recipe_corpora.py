@@ -50,16 +50,10 @@ def recipes(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     (base / "shared").symlink_to(ROOT / "recipes" / "shared")
     corpora = tmp_path_factory.mktemp("corpora")
-    counts = {
-        f"Ses{s:02d}{g}": {e: 3 for e in EMOTIONS} for s in range(1, 6) for g in "FM"
-    }
-    os.environ["IEMOCAP_ROOT"] = str(
-        build_iemocap(corpora, counts, extras_per_dialog=1)
-    )
+    counts = {f"Ses{s:02d}{g}": {e: 3 for e in EMOTIONS} for s in range(1, 6) for g in "FM"}
+    os.environ["IEMOCAP_ROOT"] = str(build_iemocap(corpora, counts, extras_per_dialog=1))
     extras = {(1, "S", "O"): 2, (2, "P", "X"): 2}
-    os.environ["MSP_IMPROV_ROOT"] = str(
-        build_msp_improv(corpora, msp_cells_small(1), extras, "Evalution.txt")
-    )
+    os.environ["MSP_IMPROV_ROOT"] = str(build_msp_improv(corpora, msp_cells_small(1), extras, "Evalution.txt"))
     return base
 
 
@@ -76,12 +70,8 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "n_utts", "n_speakers"), [("IEMOCAP", 120, 10), ("MSP-IMPROV", 96, 12)]
-)
-def test_recipe_stages_0_to_3(
-    recipes: Path, name: str, n_utts: int, n_speakers: int
-) -> None:
+@pytest.mark.parametrize(("name", "n_utts", "n_speakers"), [("IEMOCAP", 120, 10), ("MSP-IMPROV", 96, 12)])
+def test_recipe_stages_0_to_3(recipes: Path, name: str, n_utts: int, n_speakers: int) -> None:
     rdir = recipes / name
     p = run(
         rdir,
@@ -97,17 +87,11 @@ def test_recipe_stages_0_to_3(
     manifest = pd.read_csv(rdir / "data" / "manifest.csv")
     assert len(manifest) == n_utts and manifest["speaker"].nunique() == n_speakers
     assert sorted(manifest["emotion"].unique()) == sorted(EMOTIONS)
-    folds = sorted(
-        p.name
-        for p in (rdir / "data" / "folds" / "loso_speaker").glob("fold*")
-        if p.is_dir()
-    )
+    folds = sorted(p.name for p in (rdir / "data" / "folds" / "loso_speaker").glob("fold*") if p.is_dir())
     assert len(folds) == n_speakers
     res = json.loads((rdir / "exp" / EXP / "results.json").read_text())
     assert res["folds_scored"] == [1]
-    assert (rdir / "RESULTS.md").is_file() and (
-        rdir / "exp" / EXP / "confusion.png"
-    ).is_file()
+    assert (rdir / "RESULTS.md").is_file() and (rdir / "exp" / EXP / "confusion.png").is_file()
 
 
 def test_prep_refuses_a_partial_copy_without_the_flag(recipes: Path) -> None:
@@ -116,9 +100,7 @@ def test_prep_refuses_a_partial_copy_without_the_flag(recipes: Path) -> None:
     assert "expected" in p.stderr  # the error names the differing cells
 
 
-@pytest.mark.parametrize(
-    ("src", "tgt", "n"), [("IEMOCAP", "MSP-IMPROV", 96), ("MSP-IMPROV", "IEMOCAP", 120)]
-)
+@pytest.mark.parametrize(("src", "tgt", "n"), [("IEMOCAP", "MSP-IMPROV", 96), ("MSP-IMPROV", "IEMOCAP", 120)])
 def test_cross_corpus(recipes: Path, src: str, tgt: str, n: int) -> None:
     if not (recipes / src / "exp" / EXP / "fold1" / "model.json").exists():
         pytest.skip("needs the recipes trained by test_recipe_stages_0_to_3")
@@ -137,10 +119,7 @@ def test_cross_corpus(recipes: Path, src: str, tgt: str, n: int) -> None:
     out = recipes / "cross_corpus" / "exp" / f"{src}_to_{tgt}_{EXP}"
     assert len(pd.read_csv(out / "fold1" / "predictions.csv")) == n
     table = (recipes / "cross_corpus" / f"CROSS_CORPUS_{EXP}.md").read_text()
-    assert (
-        f"| {src} | {tgt} | cross | 1 |" in table
-        and f"| {src} | {src} | within | 1 |" in table
-    )
+    assert f"| {src} | {tgt} | cross | 1 |" in table and f"| {src} | {src} | within | 1 |" in table
 
 
 def test_cross_corpus_refuses_another_encoder(recipes: Path) -> None:

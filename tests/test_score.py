@@ -132,7 +132,7 @@ def test_cli_results_md_lists_both_experiments_and_is_idempotent(recipe: Path, m
     assert rows == [
         (
             "| [baseline_fake](exp/baseline_fake/results.md) | 1 of 4 (partial) | 50.00 | 50.00 | 50.00 "
-                "| — |"  # no encoder.json: unknown (no guessing from hyperparams.yaml)
+            "| — |"  # no encoder.json: unknown (no guessing from hyperparams.yaml)
         ),
         (
             "| [cta_fake](exp/cta_fake/results.md) | 3 of 4 (partial) | 76.67 ± 25.17 | 70.83 ± 26.02 | 71.03 ± 25.93 "

@@ -71,6 +71,20 @@ def toy_manifest(n_per_speaker: int = 24, speakers: int = 6, seed: int = 0) -> p
     return pd.DataFrame(rows)
 
 
+def with_dimensions(manifest: pd.DataFrame, seed: int = 0, missing_every: int = 7) -> pd.DataFrame:
+    """``manifest`` with arousal / valence / dominance ratings: arousal follows the class (the toy features carry
+    it), valence half class, half noise, dominance noise; every ``missing_every``-th dominance left empty."""
+    rng = np.random.default_rng(seed)
+    cls = manifest["emotion"].map(LABELS.index).to_numpy(float)
+    out = manifest.copy()
+    out["arousal"] = np.round(1.5 + cls + rng.normal(0, 0.3, len(out)), 2)
+    out["valence"] = np.round(3 + 0.5 * (cls - 1.5) + rng.normal(0, 0.5, len(out)), 2)
+    dominance = np.round(3 + rng.normal(0, 0.5, len(out)), 2).astype(object)
+    dominance[::missing_every] = ""
+    out["dominance"] = dominance
+    return out
+
+
 def write_toy_store(
     root: Path,
     manifest: pd.DataFrame,
@@ -110,9 +124,14 @@ def write_toy_fold(fold_dir: Path, manifest: pd.DataFrame, test_speaker: str, va
     return fold_dir
 
 
-def toy_training_argv(root: Path, out: Path, *overrides: str, n_per_speaker: int = 8) -> list[str]:
-    """Write a 4-speaker toy store + fold under ``root``; the ``cta_rnn.train`` arguments of a small CPU run."""
+def toy_training_argv(
+    root: Path, out: Path, *overrides: str, n_per_speaker: int = 8, dimensions: bool = False
+) -> list[str]:
+    """Write a 4-speaker toy store + fold under ``root``; the ``cta_rnn.train`` arguments of a small CPU run
+    (``dimensions``: the fold CSVs carry ratings, see :func:`with_dimensions`)."""
     m = toy_manifest(n_per_speaker=n_per_speaker, speakers=4)
+    if dimensions:
+        m = with_dimensions(m)
     write_toy_store(root / "store", m)
     write_toy_fold(root / "fold1", m, "spk0", "spk1")
     return [

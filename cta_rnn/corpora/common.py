@@ -23,6 +23,12 @@ def read_text(path: str | Path) -> str:
         return raw.decode("latin-1")
 
 
+def log_unrated(df: pd.DataFrame, dims: Iterable[str], corpus: str, log: Log = print) -> None:
+    """``<corpus>: dimension ratings missing: arousal 0, valence 1, dominance 2 of N utterances`` (prep.log)."""
+    unrated = ", ".join(f"{d} {int(df[d].isna().sum())}" for d in dims)
+    log(f"{corpus}: dimension ratings missing: {unrated} of {len(df)} utterances")
+
+
 def wav_durations(paths: Iterable[str]) -> list[float]:
     """Durations in seconds from the wav headers (frames / samplerate); an unreadable file is named."""
     out = []

@@ -1,8 +1,13 @@
 """Bring your own corpus -> the common manifest, with any set of emotion labels.
 
-``root`` is either a CSV with columns ``path, emotion, speaker`` (optional ``session, text, split, gender``;
-paths relative to the CSV's folder or absolute) or a folder laid out ``<emotion>/<speaker>_<anything>.wav``
-(also .flac/.ogg). Sessions default to one per speaker; ``split`` (train/valid/test) feeds the ``given`` protocol.
+``root`` is either a CSV with columns ``path, emotion, speaker`` (optional ``session, text, split, gender,
+arousal, valence, dominance``; paths relative to the CSV's folder or absolute) or a folder laid out
+``<emotion>/<speaker>_<anything>.wav`` (also .flac/.ogg). Sessions default to one per speaker; ``split``
+(train/valid/test) feeds the ``given`` protocol.
+
+Dimension columns (``arousal``, ``valence``, ``dominance``) hold numbers or empty cells (no rating) on any finite
+scale (1-5, -1..1, ...): they are copied to the manifest as given, so a model trained on them reports on that
+same scale. Only the dimension columns the CSV has are written; a folder corpus has none.
 
     python -m cta_rnn.prepare custom --root corpus.csv --out data/ --protocols loso_speaker,given
     python -m cta_rnn.corpora.custom protocols ROOT          # protocols the corpus supports (comma list)
@@ -21,13 +26,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from cta_rnn.artifacts import read_manifest
-from cta_rnn.corpora.common import Log, label_order, wav_durations
+from cta_rnn import DIMENSIONS
+from cta_rnn.artifacts import dimension_values, read_manifest
+from cta_rnn.corpora.common import Log, label_order, log_unrated, wav_durations
 from cta_rnn.corpora.folds import GIVEN
 from cta_rnn.io_utils import atomic_write_text
 
 REQUIRED = ("path", "emotion", "speaker")
-OPTIONAL = ("session", "text", "split", "gender")
+OPTIONAL = ("session", "text", "split", "gender", *DIMENSIONS)
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 SPLIT_NAMES = {"train": "train", "test": "test", **dict.fromkeys(("valid", "val", "dev", "validation"), "valid")}
 COLUMNS = ["ID", "wav", "duration", "emotion", "speaker", "session", "gender", "text", "condition"]
@@ -39,7 +45,8 @@ def _few(items: Sequence[str], n: int = 5) -> str:
 
 
 def read_csv_corpus(csv: Path) -> pd.DataFrame:
-    """The rows of a corpus CSV (header case-insensitive), ``path`` resolved against the CSV's folder."""
+    """The rows of a corpus CSV (header case-insensitive), ``path`` resolved against the CSV's folder, dimension
+    columns as floats (NaN = empty; a value that is not a number raises naming the CSV line)."""
     df = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     df = df.rename(columns=lambda c: str(c).strip().lower())
     unknown = [c for c in df.columns if c not in REQUIRED + OPTIONAL]
@@ -54,6 +61,9 @@ def read_csv_corpus(csv: Path) -> pd.DataFrame:
         empty = (df.index[df[c] == ""] + 2).tolist()  # CSV line numbers (header = line 1)
         if empty:
             raise ValueError(f"{csv}: empty {c!r} on line(s) {_few(empty)}")
+    for dim in DIMENSIONS:
+        if dim in df:
+            df[dim] = dimension_values(df, dim, csv)
     df["wav"] = [str(p if p.is_absolute() else (csv.parent / p).resolve()) for p in map(Path, df["path"])]
     return df.drop(columns="path")
 
@@ -193,10 +203,13 @@ def prepare_custom(
     df["session"] = df["session"].where(df["session"] != "", df["speaker"])
     df["condition"] = ""
     df["ID"] = make_ids(df["speaker"].tolist(), df["wav"].tolist())
-    cols = COLUMNS + (["split"] if "split" in df else [])
+    dims = [d for d in DIMENSIONS if d in df]
+    cols = COLUMNS + dims + (["split"] if "split" in df else [])
     if "split" in df:
         df["split"] = _check_split(df, root, allow_partial, log)
     log(f"custom: {len(df)} utterances, {len(speakers)} speakers, labels {label_order(df['emotion'])}")
+    if dims:
+        log_unrated(df, dims, "custom", log)
     return df[cols].reset_index(drop=True)
 
 

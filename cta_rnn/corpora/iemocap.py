@@ -3,6 +3,8 @@
 Layout read::
 
     SessionN/dialog/EmoEvaluation/<dialog>.txt     labels (subfolders Categorical/, Attribute/, ... skipped)
+                                                   ``[start - end] UTT CODE [V, A, D]``: mean ratings -> the
+                                                   valence, arousal (A = activation), dominance columns
     SessionN/dialog/transcriptions/<dialog>.txt    ``UTT [start-end]: text``
     SessionN/sentences/wav/<dialog>/<utt>.wav
 """
@@ -17,11 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from cta_rnn import DIMENSIONS
 from cta_rnn.corpora.common import (
     Log,
     count_table,
     diff_counts,
     diff_totals,
+    log_unrated,
     read_text,
     report_mismatches,
     report_missing_wavs,
@@ -39,7 +43,20 @@ CODE_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"
 """Codes kept (exc merged into hap); every other known code is dropped."""
 DROPPED_CODES = frozenset({"fru", "sur", "fea", "dis", "oth", "xxx"})
 CONDITIONS = ("impro", "script")
-COLUMNS = ["ID", "wav", "duration", "emotion", "speaker", "session", "gender", "dialog", "condition", "text"]
+COLUMNS = [
+    "ID",
+    "wav",
+    "duration",
+    "emotion",
+    "speaker",
+    "session",
+    "gender",
+    "dialog",
+    "condition",
+    "text",
+    *DIMENSIONS,
+]
+"""Manifest columns; the dimensions are the mean annotator ratings (1-5) of the label line's ``[V, A, D]``."""
 
 NUM = r"\d+(?:\.\d*)?"
 LABEL_RE = re.compile(
@@ -60,6 +77,9 @@ class LabelRecord:
     code: str
     start: float
     end: float
+    arousal: float  # the label line's [V, A, D] are valence, activation (= arousal), dominance
+    valence: float
+    dominance: float
     where: str  # file:line, for error messages
 
 
@@ -94,7 +114,18 @@ def parse_label_file(path: str | Path) -> list[LabelRecord]:
             parse_utt_id(m["utt"])
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        out.append(LabelRecord(m["utt"], code, float(m["start"]), float(m["end"]), where))
+        out.append(
+            LabelRecord(
+                utt=m["utt"],
+                code=code,
+                start=float(m["start"]),
+                end=float(m["end"]),
+                arousal=float(m["a"]),
+                valence=float(m["v"]),
+                dominance=float(m["d"]),
+                where=where,
+            )
+        )
     return out
 
 
@@ -163,6 +194,7 @@ def _session_rows(root: Path, session: int) -> tuple[list[dict], list[LabelRecor
                     "dialog": dialog,
                     "condition": "impro" if "_impro" in dialog else "script",
                     "text": texts.get(rec.utt, ""),
+                    **{d: getattr(rec, d) for d in DIMENSIONS},
                 }
             )
     return rows, records
@@ -220,4 +252,5 @@ def prepare_iemocap(
     df.insert(2, "duration", wav_durations(df["wav"]))
     if set(conds) != set(CONDITIONS):
         log(f"IEMOCAP: conditions {conds} selected: {len(df)} utterances")
+    log_unrated(df, DIMENSIONS, "IEMOCAP", log)
     return df[COLUMNS]

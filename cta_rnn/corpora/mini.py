@@ -7,6 +7,8 @@ test speaker's session). Every speaker says the first ``n_sentences`` sentences 
 (base pitch, pitch range, rate, amplitude, word gap) plus per-utterance Gaussian jitter scaled by
 ``jitter`` (J), so classes overlap more as J grows. Each utterance's random draw depends only on
 (seed, voice, sentence, emotion): output does not depend on order, workers or resumption.
+Each utterance also gets arousal, valence and dominance ratings (1-5) computed from its rendered prosody
+(:func:`draw_dimensions`); they are manifest columns only, not rendering parameters.
 
 Files: ``<out>/wav/<speaker>/<ID>.wav`` (16 kHz mono PCM16) with a ``<ID>.json`` of its parameters
 (a rerun skips a wav whose JSON matches), ``<out>/prosody.csv`` (all parameters) and, from the CLI,
@@ -19,7 +21,7 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from cta_rnn import EMOTIONS, progress
+from cta_rnn import DIMENSIONS, EMOTIONS, progress
 from cta_rnn.corpora.common import count_table
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
 
@@ -55,6 +57,31 @@ SENTENCES_FILE = Path(__file__).with_name("mini_sentences.txt")
 FORMAT_VERSION = 1
 """Bump when the rendering changes, so reruns remake old wavs."""
 
+PROSODY_REFERENCE = {
+    "pitch": (53.0, 14.0),
+    "pitch_range": (4.65, 0.45),
+    "rate": (170.0, 28.0),
+    "amplitude": (110.0, 30.0),
+}
+"""(centre, scale) z-scoring a knob for the ratings: about the corpus mean and sd at the default jitter
+(pitch_range: of its natural log). Fixed numbers, so a rating depends only on its own utterance."""
+AROUSAL_WEIGHTS = {"rate": 0.40, "amplitude": 0.30, "pitch_range": 0.25}
+VALENCE_MEANS = {"neu": 3.0, "hap": 3.9, "ang": 2.0, "sad": 2.1}
+VALENCE_PITCH_WEIGHT = 0.25
+DOMINANCE_MEANS = {"neu": 3.0, "hap": 3.1, "ang": 3.4, "sad": 2.6}
+DOMINANCE_AMPLITUDE_WEIGHT = 0.45
+DIMENSION_NOISE_SD = {"arousal": 0.15, "valence": 0.35, "dominance": 0.25}
+"""Noise sd of each rating. With the constants above, the ratings of one utterance are (z(k) = (knob k - centre)
+/ scale from :data:`PROSODY_REFERENCE` on its RENDERED, jittered prosody; zc(k) the same for its class mean
+:data:`PROSODY_MEANS`; e ~ N(0, DIMENSION_NOISE_SD))::
+
+    arousal   = 3 + 0.40 z(rate) + 0.30 z(amplitude) + 0.25 z(pitch_range) + e   (learnable, also within a class)
+    valence   = VALENCE_MEANS[class] + 0.25 (z(pitch) - zc(pitch)) + e             (mostly the class, partly prosody)
+    dominance = DOMINANCE_MEANS[class] + 0.45 z(amplitude) + e                    (amplitude and class)
+
+each clipped to [1, 5] and rounded to 2 decimals. At the default jitter (250 utterances per class): arousal sd 0.88,
+class means sad 1.7 < neu 2.8 < hap 3.6 < ang 3.9; valence sad 2.1, ang 2.0, neu 3.0, hap 3.9; dominance sd 0.75."""
+
 
 def load_sentences(path: str | Path = SENTENCES_FILE) -> list[str]:
     """Sentences of the text file, skipping blank lines and ``#`` comments."""
@@ -80,8 +107,33 @@ def draw_prosody(emotion: str, jitter: float, seed: int, voice_ix: int, sent_ix:
     return out
 
 
+def _z(prosody: Mapping[str, float], name: str) -> float:
+    """``prosody[name]`` z-scored with :data:`PROSODY_REFERENCE` (pitch_range on a log scale)."""
+    centre, scale = PROSODY_REFERENCE[name]
+    value = float(np.log(prosody[name])) if name == "pitch_range" else float(prosody[name])
+    return (value - centre) / scale
+
+
+def draw_dimensions(
+    prosody: dict[str, float], emotion: str, seed: int, voice_ix: int, sent_ix: int
+) -> dict[str, float]:
+    """Arousal, valence, dominance of one utterance from its rendered prosody (formula: :data:`DIMENSION_NOISE_SD`);
+    the noise depends only on the arguments (a stream of its own, independent of :func:`draw_prosody`'s)."""
+    stream = [seed, voice_ix, sent_ix, EMOTIONS.index(emotion), 1]  # the trailing 1 keeps it apart from the prosody
+    e = np.random.default_rng(stream).standard_normal(len(DIMENSIONS))
+    noise = {d: sd * float(x) for (d, sd), x in zip(DIMENSION_NOISE_SD.items(), e)}
+    pitch_dev = _z(prosody, "pitch") - _z(PROSODY_MEANS[emotion], "pitch")
+    raw = {
+        "arousal": 3.0 + sum(w * _z(prosody, k) for k, w in AROUSAL_WEIGHTS.items()),
+        "valence": VALENCE_MEANS[emotion] + VALENCE_PITCH_WEIGHT * pitch_dev,
+        "dominance": DOMINANCE_MEANS[emotion] + DOMINANCE_AMPLITUDE_WEIGHT * _z(prosody, "amplitude"),
+    }
+    return {d: round(float(np.clip(raw[d] + noise[d], 1.0, 5.0)), 2) for d in DIMENSIONS}
+
+
 def plan(out_dir: Path, n_sentences: int, speakers: int, jitter: float, seed: int, sample_rate: int) -> list[dict]:
-    """One job per utterance (speaker x sentence x emotion): manifest fields plus the rendering parameters."""
+    """One job per utterance (speaker x sentence x emotion): manifest fields (ratings included) plus the rendering
+    parameters (``params``, the only part a wav's JSON records)."""
     sentences = load_sentences()
     if not 1 <= n_sentences <= len(sentences):
         raise ValueError(f"n_sentences must be in 1..{len(sentences)} ({SENTENCES_FILE.name}), got {n_sentences}")
@@ -93,10 +145,11 @@ def plan(out_dir: Path, n_sentences: int, speakers: int, jitter: float, seed: in
         for sent_ix in range(n_sentences):
             for emo in EMOTIONS:
                 uid = f"mini_{spk}_{voice.replace('+', '-')}_{sent_ix + 1:03d}_{emo}"
+                prosody = draw_prosody(emo, jitter, seed, voice_ix, sent_ix)
                 params = {
                     "voice": voice,
                     "text": sentences[sent_ix],
-                    **draw_prosody(emo, jitter, seed, voice_ix, sent_ix),
+                    **prosody,
                     "sample_rate": sample_rate,
                     "version": FORMAT_VERSION,
                 }
@@ -108,6 +161,7 @@ def plan(out_dir: Path, n_sentences: int, speakers: int, jitter: float, seed: in
                         "speaker": spk,
                         "session": session,
                         "gender": gender,
+                        **draw_dimensions(prosody, emo, seed, voice_ix, sent_ix),
                         "params": params,
                     }
                 )
@@ -193,6 +247,7 @@ def make_mini_corpus(
                 "dialog": "",
                 "condition": "tts",
                 "text": j["params"]["text"],
+                **{d: j[d] for d in DIMENSIONS},
             }
             for j in jobs
         ]

@@ -3,6 +3,7 @@
 Layout read::
 
     Evaluation.txt (or Evalution.txt)     consensus lines ``UTD-IMPROV-<id>.avi; N; A:..; V:..; D:.. ; N:..;``
+                                          (label; mean arousal, valence, dominance ratings; naturalness ignored)
     Audio/session<k>/<S##E>/<C>/MSP-IMPROV-<id>.wav   (copies without the Audio/ level are accepted)
 
 ``<id>`` = ``S01A-F01-S-FM01``: sentence 01 with target emotion A, speaker F01 (gender F, session 1),
@@ -12,17 +13,21 @@ The speaker is taken from the ``F01`` field. Audio is located by file name (one 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from cta_rnn import DIMENSIONS
 from cta_rnn.corpora.common import (
     Log,
     count_table,
     diff_counts,
+    log_unrated,
     read_text,
     report_mismatches,
     report_missing_wavs,
@@ -39,13 +44,39 @@ LABEL_MAP = {"A": "ang", "H": "hap", "S": "sad", "N": "neu"}
 DROPPED_LABELS = frozenset({"O", "X"})  # other, no agreement
 CONDITIONS = ("T", "R", "S", "P")
 LABEL_FILES = ("Evaluation.txt", "Evalution.txt")
-COLUMNS = ["ID", "wav", "duration", "emotion", "speaker", "session", "gender", "dialog", "condition", "text"]
+COLUMNS = [
+    "ID",
+    "wav",
+    "duration",
+    "emotion",
+    "speaker",
+    "session",
+    "gender",
+    "dialog",
+    "condition",
+    "text",
+    *DIMENSIONS,
+]
+"""Manifest columns; a dimension the consensus line rates ``NaN`` or lacks is an empty cell."""
 
 ID_RE = re.compile(
     r"^S(?P<sentence>\d{2})(?P<target>[A-Z])-(?P<speaker>(?P<gender>[FM])(?P<session>\d{2}))"
     r"-(?P<condition>[A-Z])-(?P<dyad>[A-Z]{1,2})(?P<turn>\d{2,3})$"
 )
 CONSENSUS_RE = re.compile(r"^(?:UTD|MSP)-IMPROV-(?P<id>[^.;\s]+)\.(?:avi|wav)\s*;\s*(?P<label>[^;\s]*)\s*;")
+FIELD_LETTERS = {"arousal": "A", "valence": "V", "dominance": "D"}
+"""Field of each dimension in a consensus line (``N:`` after them is naturalness, not read)."""
+FIELD_RES = {d: re.compile(rf"(?:^|;)\s*{k}\s*:\s*(?P<value>[^;]*)") for d, k in FIELD_LETTERS.items()}
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """The consensus of one turn: label letter and mean ratings (NaN where rated ``NaN`` or missing)."""
+
+    label: str
+    arousal: float
+    valence: float
+    dominance: float
 
 
 def parse_utterance_id(uid: str) -> dict[str, object]:
@@ -75,13 +106,37 @@ def find_label_file(root: Path) -> Path:
     raise FileNotFoundError(f"MSP-IMPROV root {root}: no {' or '.join(LABEL_FILES)}")
 
 
-def parse_evaluation(path: str | Path, log: Log = print) -> dict[str, str]:
-    """``MSP-IMPROV-<id> -> consensus letter`` from the consensus lines; per-rater and blank lines are skipped.
+def parse_rating(raw: str, field: str, where: str) -> float:
+    """One rating field's value: a finite number, or NaN for ``NaN`` / empty; anything else raises naming ``where``."""
+    raw = raw.strip()
+    if not raw or raw.lower() == "nan":
+        return math.nan
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: rating {field} must be a number or NaN, got {raw!r}")
+    return value
 
-    A line that starts like a consensus line but does not parse (id or label) raises a ValueError naming
-    ``file:line``. A repeated id keeps its first label (a conflicting repeat is reported with a warning).
+
+def parse_dimensions(fields: str, where: str) -> dict[str, float]:
+    """``arousal/valence/dominance -> rating`` from the fields after the label (``A:2.8; V :3.0; D:NaN``);
+    a missing field is NaN."""
+    out = {}
+    for dim, pattern in FIELD_RES.items():
+        m = pattern.search(fields)
+        out[dim] = parse_rating(m["value"], f"{FIELD_LETTERS[dim]} ({dim})", where) if m else math.nan
+    return out
+
+
+def parse_evaluation(path: str | Path, log: Log = print) -> dict[str, Consensus]:
+    """``MSP-IMPROV-<id> -> Consensus`` from the consensus lines; per-rater and blank lines are skipped.
+
+    A line that starts like a consensus line but does not parse (id, label or a rating) raises a ValueError naming
+    ``file:line``. A repeated id keeps its first line (a conflicting label is reported with a warning).
     """
-    out: dict[str, str] = {}
+    out: dict[str, Consensus] = {}
     for i, line in enumerate(read_text(path).splitlines(), 1):
         s = line.strip()
         if not re.match(r"^(?:UTD|MSP)-IMPROV-", s):
@@ -97,9 +152,11 @@ def parse_evaluation(path: str | Path, log: Log = print) -> dict[str, str]:
             uid = parse_utterance_id(m["id"])["ID"]
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        if uid in out and out[uid] != label:
-            log(f"WARNING {where}: {uid} labelled {out[uid]} earlier and {label} here; keeping {out[uid]}")
-        out.setdefault(uid, label)
+        dims = parse_dimensions(s[m.end() :], where)
+        if uid in out and out[uid].label != label:
+            first = out[uid].label
+            log(f"WARNING {where}: {uid} labelled {first} earlier and {label} here; keeping {first}")
+        out.setdefault(uid, Consensus(label, **dims))
     return out
 
 
@@ -161,9 +218,9 @@ def prepare_msp_improv(
     labels = parse_evaluation(find_label_file(root), log)
     index = index_files(root)
     rows, missing = [], []
-    for uid, letter in labels.items():
+    for uid, rec in labels.items():
         info = parse_utterance_id(uid)
-        if letter not in LABEL_MAP or info["condition"] not in conds:
+        if rec.label not in LABEL_MAP or info["condition"] not in conds:
             continue
         wav = index.get(f"{uid}.wav")
         if wav is None:
@@ -173,13 +230,14 @@ def prepare_msp_improv(
             {
                 "ID": uid,
                 "wav": wav,
-                "emotion": LABEL_MAP[letter],
+                "emotion": LABEL_MAP[rec.label],
                 "speaker": info["speaker"],
                 "session": info["session"],
                 "gender": info["gender"],
                 "dialog": f"S{info['sentence']:02d}{info['target']}",
                 "condition": info["condition"],
                 "text": _text(index, uid),
+                **{d: getattr(rec, d) for d in DIMENSIONS},
             }
         )
     report_missing_wavs(missing, "MSP-IMPROV", allow_partial, log)
@@ -193,4 +251,5 @@ def prepare_msp_improv(
     check_counts(df, conds, allow_partial, log)
     df = df.sort_values("ID").reset_index(drop=True)
     df.insert(2, "duration", wav_durations(df["wav"]))
+    log_unrated(df, DIMENSIONS, "MSP-IMPROV", log)
     return df[COLUMNS]

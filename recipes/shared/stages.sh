@@ -38,10 +38,11 @@ ngpu=1                 # >1: torchrun DDP with this many processes per node
 nj=1                   # folds trained in parallel (CPU: each gets nproc/nj threads)
 ablations="no_channel_attention no_temporal_attention last_layer superb"  # models of stage 4
 sweep_layers=""        # stage 4 single-layer sweep, e.g. "0 1 2 3 4" (empty = none)
+paired_metric=ua       # stage 4 paired differences on: ua | wa | macro_f1 | ccc | ccc_<dimension> (e.g. ccc_arousal)
 force=false            # true: redo finished stages (dump, training folds from scratch)
 python=""              # python to use (default: <repo>/.venv/bin/python, else python3)
 __option_names="stage stop_stage corpus_root prep_opts encoder encoder_opts dump_opts protocol folds model
- train_config train_args tag device ngpu nj ablations sweep_layers force python"
+ train_config train_args tag device ngpu nj ablations sweep_layers paired_metric force python"
 __option_names="${__option_names//$'\n'/ }"
 
 __argv=("$@")
@@ -278,7 +279,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
         out="exp/ablations_${encoder}_${protocol}${suffix:+_${suffix}}"
         log "Stage 4: per-fold paired differences to ${model} -> ${out}.md"
         run_logged "${out}.log" "stage 4 (paired comparison)" "${python}" -m cta_rnn.score --no_results_md \
-            --paired "${ref}" "${ablated[@]}" --paired_out "${out}"
+            --paired "${ref}" "${ablated[@]}" --paired_out "${out}" --paired_metric "${paired_metric}"
     fi
     if [ -n "${sweep_layers}" ]; then
         sweep=()
