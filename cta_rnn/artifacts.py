@@ -342,36 +342,3 @@ def select_folds(selection: str, available: Sequence[int]) -> list[int]:
     if absent:
         raise ValueError(f"--folds {selection!r}: fold(s) {absent} do not exist (prepared: {list(available)})")
     return sorted(chosen)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cta_rnn.artifacts {folds,experiment}``: the stage driver's access to these files."""
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m cta_rnn.artifacts")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("folds", help="print the selected fold numbers of a protocol, one per line")
-    f.add_argument("--protocol_dir", required=True)
-    f.add_argument("--select", default="")
-    e = sub.add_parser("experiment", help="write an experiment's folds.json and encoder.json")
-    e.add_argument("--exp", required=True)
-    e.add_argument("--store", required=True)
-    e.add_argument("--folds", nargs="+", type=int, required=True)
-    e.add_argument("--protocol_dir", default=None, help="data/folds/<protocol>: records the protocol's folds")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "folds":
-            print("\n".join(map(str, select_folds(args.select, available_folds(args.protocol_dir)))))
-        else:
-            available = available_folds(args.protocol_dir) if args.protocol_dir else None
-            write_folds_list(args.exp, args.folds, available)
-            write_encoder_json(args.exp, args.store)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,6 @@
-"""The ``cta-rnn`` console script: one entry point for every stage.
+"""The ``cta-rnn`` console script: one entry point for every stage, and the commands that use a trained model
+(``predict``, ``export``, ``timeline``: in :mod:`cta_rnn.commands`). Each command's module is imported only when
+it runs, so ``cta-rnn --help`` starts without torch.
 
 cta-rnn prepare {iemocap,msp_improv,manifest} --root ROOT --out data/     stage 0
 cta-rnn dump --manifest data/manifest.csv --encoder ENC.yaml --out dump/X  stage 1
@@ -23,9 +25,9 @@ COMMANDS = {
     "score": "cta_rnn.score",
     "cross-eval": "cta_rnn.cross_eval",
     "mini-corpus": "cta_rnn.corpora.mini",
-    "predict": "cta_rnn.predict:main_predict",
-    "export": "cta_rnn.predict:main_export",
-    "timeline": "cta_rnn.timeline:main_timeline",
+    "predict": "cta_rnn.commands:main_predict",
+    "export": "cta_rnn.commands:main_export",
+    "timeline": "cta_rnn.commands:main_timeline",
 }
 
 

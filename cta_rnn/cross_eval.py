@@ -35,6 +35,7 @@ from cta_rnn.artifacts import (
 )
 from cta_rnn.checkpoint import load_fold_model
 from cta_rnn.io_utils import atomic_write_text
+from cta_rnn.results_md import write_results_md
 from cta_rnn.store import EmbeddingStore, StoreError, StoreMismatchError
 
 logger = logging.getLogger("cta_rnn.cross_eval")
@@ -237,16 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, StoreError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    from cta_rnn.score import main as score_main
+    from cta_rnn.scoring import score_experiment, summary_line
 
-    rc = score_main(["--exp", str(args.out), "--recipe_root", str(args.recipe_root)])
+    print(summary_line(args.out, score_experiment(args.out)))
+    print(f"wrote {write_results_md(args.recipe_root)}")
     if args.summary:
         exp_name = args.source_exp.name
         recipes_dir = args.source_exp.resolve().parents[2]
         table = summary_table(recipes_dir, args.out.parent, exp_name, args.corpora.split(","))
         atomic_write_text(args.summary, table)
         print(table)
-    return rc
+    return 0
 
 
 if __name__ == "__main__":

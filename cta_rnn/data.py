@@ -15,13 +15,11 @@ from torch.utils.data import DataLoader
 from cta_rnn.artifacts import SPLITS, dimension_values, read_splits
 from cta_rnn.feature_cache import FeatureSource, SplitData, plan_epoch, plan_eval
 from cta_rnn.normalisation import FeatureNormalizer, running_stats
-from cta_rnn.store import EmbeddingStore
+from cta_rnn.store import EmbeddingStore, skipped_ids
 
 
 def read_fold(fold_dir: str | os.PathLike, store: EmbeddingStore) -> dict[str, pd.DataFrame]:
     """Train/valid/test of a fold, dropping (with a check) utterances the dump skipped; refuses speaker leaks."""
-    from cta_rnn.dump import skipped_ids
-
     fold_dir = Path(fold_dir)
     splits = read_splits(fold_dir)
     skipped = set(skipped_ids(store.root))

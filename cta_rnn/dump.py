@@ -33,7 +33,6 @@ from cta_rnn import device as device_mod
 from cta_rnn import progress
 from cta_rnn.artifacts import read_manifest
 from cta_rnn.audio import AudioError, load_audio
-from cta_rnn.io_utils import atomic_to_csv
 from cta_rnn.store import (
     StoreError,
     StoreLockedError,
@@ -44,6 +43,8 @@ from cta_rnn.store import (
     held_locks,
     is_complete,
     manifest_checksum,
+    skipped_ids,
+    write_skipped,
 )
 
 logger = logging.getLogger("cta_rnn.dump")
@@ -332,22 +333,6 @@ def audio_errors(batch: dict[str, Any], on_error: str) -> list[dict[str, str]]:
         logger.warning("skipping %s", err)
         skipped.append({"ID": uid, "reason": err})
     return skipped
-
-
-def write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
-    """Add skipped utterances to this rank's list (an earlier run's entries are kept)."""
-    old = (
-        pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=["ID", "reason"])
-    )
-    atomic_to_csv(pd.concat([old, pd.DataFrame(skipped)]).drop_duplicates("ID"), path)
-
-
-def skipped_ids(out_dir: str | os.PathLike) -> list[str]:
-    """IDs every rank listed as skipped."""
-    out = []
-    for path in Path(out_dir).glob("skipped_r*.csv"):
-        out += pd.read_csv(path, dtype=str, keep_default_na=False)["ID"].tolist()
-    return out
 
 
 def maybe_finalize(manifest: pd.DataFrame, out_dir: str | os.PathLike, num_shards: int) -> bool:

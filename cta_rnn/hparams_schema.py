@@ -6,27 +6,24 @@ before anything runs; an error is one line naming the key (``unknown key lrr; di
 ``batch_size: expected an integer >= 1, got 'abc'``). ``model_kwargs`` are checked per model class by
 :func:`cta_rnn.models.build_model`.
 
-The recipe driver (``recipes/shared/stages.sh``) asks this module, before it creates anything:
-
-    python -m cta_rnn.hparams_schema protocol NAME            # a known fold protocol? (one-line error if not)
-    python -m cta_rnn.hparams_schema store DIR                # a finished embedding store? ("run stage 1")
-    python -m cta_rnn.hparams_schema ngpu N                   # N CUDA GPUs for torchrun? (before it starts)
-    python -m cta_rnn.hparams_schema suffix [--train_config FILE] TRAIN_YAML -- ARGS
-        # checks the user's training overrides; prints the experiment-name suffix they give ('' for none)
+Also here: loading the training YAML with its override files (``--conf``) and command-line overrides, and the
+model spec (``model.json``) a run's hyperparameters give. The recipe driver's checks use it through
+:mod:`cta_rnn.driver`.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cta_rnn.store import EmbeddingStore
 
 
 class HparamsError(ValueError):
@@ -298,57 +295,100 @@ def parse_cli_overrides(args: Sequence[str]) -> dict[str, Any]:
     return load_cli_overrides(overrides) if overrides else {}
 
 
-def check_protocol(name: str) -> None:
-    """A fold protocol this code base can prepare."""
-    from cta_rnn.corpora.folds import ALL_PROTOCOLS
-
-    if name not in ALL_PROTOCOLS:
-        close = difflib.get_close_matches(name, ALL_PROTOCOLS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise HparamsError(f"unknown protocol {name!r}{hint}; choose from {', '.join(ALL_PROTOCOLS)}")
-
-
-def check_store(store_dir: str | Path) -> None:
-    """A finished embedding store (stage 1 done)."""
-    from cta_rnn.store import is_complete
-
-    if not is_complete(store_dir):
-        state = "an unfinished dump" if Path(store_dir).is_dir() else "no embedding store"
-        raise FileNotFoundError(f"{store_dir}: {state} there; run stage 1 (the dump) first")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The recipe driver's checks: ``protocol``, ``store``, ``ngpu``, ``suffix``; errors are one line, exit status 1."""
-    ap = argparse.ArgumentParser(prog="python -m cta_rnn.hparams_schema", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("protocol", help="check a fold protocol name").add_argument("name")
-    sub.add_parser("store", help="check that a store is finished").add_argument("store_dir")
-    sub.add_parser("ngpu", help="check that this machine has N CUDA GPUs").add_argument("ngpu", type=int)
-    sx = sub.add_parser("suffix", help="check training overrides; print the experiment-name suffix")
-    sx.add_argument("train_yaml", help="the training YAML the overrides apply to")
-    sx.add_argument("--train_config", default=None, help="the user's own training YAML (part of the suffix)")
-    sx.add_argument("overrides", nargs=argparse.REMAINDER, help="-- --key=value ...")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "protocol":
-            check_protocol(args.name)
-        elif args.cmd == "store":
-            check_store(args.store_dir)
-        elif args.cmd == "ngpu":
-            from cta_rnn import device
-
-            device.check_gpu_count(args.ngpu, device.facts())
+def pop_option(argv: Sequence[str], name: str) -> tuple[list[str], list[str]]:
+    """The values of ``--name FILE`` / ``--name=FILE`` (repeatable) and the other arguments."""
+    values, rest, it = [], [], iter(argv)
+    for arg in it:
+        if arg == f"--{name}":
+            value = next(it, None)
+            if value is None:
+                raise HparamsError(f"--{name} needs a file name")
+            values.append(value)
+        elif arg.startswith(f"--{name}="):
+            values.append(arg.split("=", 1)[1])
         else:
-            rest = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
-            overrides = parse_cli_overrides(rest)
-            check_overrides(overrides, yaml_keys(args.train_yaml))
-            own = Path(args.train_config).read_text(encoding="utf-8") if args.train_config else None
-            print(experiment_suffix(overrides, own))
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+            rest.append(arg)
+    return values, rest
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def split_conf_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--conf FILE`` (repeatable) from the other arguments."""
+    return pop_option(argv, "conf")
+
+
+def merge_overrides(conf_files: Sequence[str], cli_overrides: str | dict | None) -> dict[str, Any]:
+    """Override files in order, then command-line overrides; nested dicts (model_kwargs) merge key by key.
+
+    A file with ``model_kwargs_replace: True`` (a model of another family, e.g. SUPERB's WeightedSumPool)
+    starts ``model_kwargs`` afresh instead of merging into the keys set before it. Values are read as
+    hyperpyyaml reads them (YAML 1.2: ``1e-3`` is a number); a key given twice: the later one wins.
+    """
+    merged: dict[str, Any] = {}
+    for path in conf_files:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: override YAML not found")
+        merge_into(merged, load_yaml(Path(path).read_text(encoding="utf-8"), where=str(path)) or {})
+    if cli_overrides:
+        merge_into(merged, load_cli_overrides(cli_overrides) if isinstance(cli_overrides, str) else cli_overrides)
+    return merged
+
+
+def load_hparams(hparams_file: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The training hyperparameters: the YAML with overrides applied.
+
+    With ``model_kwargs_replace`` the model's keyword arguments are only those given after that flag.
+    """
+    from hyperpyyaml import load_hyperpyyaml  # only where the YAML is loaded: the driver's checks start faster
+
+    with open(hparams_file, encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    if hparams.get("model_kwargs_replace"):
+        hparams["model_kwargs"] = dict(overrides.get("model_kwargs") or {})
+    check_hparams(hparams)
+    return hparams
+
+
+TASK_KEYS = ("task", "dimensions", "dimension_loss", "dimension_weight", "select_by")
+"""Hyperparameters of dimensional emotion: not part of a categorical run's identity (runs before they existed)."""
+
+
+def task_dimensions(hparams: dict[str, Any]) -> list[str]:
+    """The dimensions a run regresses: none for ``task: categorical``."""
+    return [] if hparams.get("task", "categorical") == "categorical" else list(hparams["dimensions"])
+
+
+def resolve_select_key(hparams: dict[str, Any]) -> str:
+    """``UA`` or ``CCC``: ``select_by``, with ``auto`` = mean CCC for ``task: dimensional``, UA otherwise; a
+    metric the task does not produce is refused."""
+    task, key = hparams.get("task", "categorical"), hparams.get("select_by", "auto")
+    if key == "auto":
+        return "CCC" if task == "dimensional" else "UA"
+    if (key == "UA" and task == "dimensional") or (key == "CCC" and task == "categorical"):
+        raise HparamsError(f"select_by: {key} needs a task that predicts it (task is {task})")
+    return key
+
+
+def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]:
+    """What rebuilds the trained model without the training YAML (``model.json``, see models.build_model); a
+    dimensional task adds task, dimensions and select_by (dimension_stats come from the fold's training set)."""
+    task = {}
+    if hparams.get("task", "categorical") != "categorical":
+        task = {
+            "task": hparams["task"],
+            "dimensions": task_dimensions(hparams),
+            "select_by": resolve_select_key(hparams),
+        }
+    return {
+        "model_class": hparams["model_class"],
+        "model_kwargs": dict(hparams.get("model_kwargs") or {}),
+        "normalization": hparams["normalization"],
+        "labels": list(hparams["labels"]),
+        "layers": list(store.layers),
+        "num_layers": store.num_layers,
+        "dim": store.dim,
+        "frame_rate": store.frame_rate,
+        "max_train_seconds": hparams.get("max_train_seconds"),
+        "average_checkpoints": int(hparams.get("average_checkpoints") or 1),
+        "encoder": store.meta.get("encoder"),
+        **task,
+    }

@@ -10,13 +10,12 @@ The metric may also be WA or macro-F1 (points), or, for models with dimensions, 
 dimensions) or ``ccc_<dim>`` (e.g. ``ccc_arousal``): CCC differences are plain numbers with 3 decimals. A fold
 whose CCC is undefined (fewer than two ratings) is left out of the pairs.
 
-    python -m cta_rnn.paired exp/<reference> exp/<variant> [...] --out exp/ablations [--metric ccc_arousal]
+    python -m cta_rnn.score --paired exp/<reference> exp/<variant> [...] --paired_out exp/ablations \
+        [--paired_metric ccc_arousal]       # stage 4 runs it
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pandas as pd
 from scipy.stats import binomtest, wilcoxon
 
 from cta_rnn.artifacts import read_results
-from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, atomic_write_text, one_line
+from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, atomic_write_text
 
 CLASS_METRICS = ("ua", "wa", "macro_f1")
 """Per-fold categorical scores (fractions; differences in percentage points)."""
@@ -149,23 +148,3 @@ def write_paired(reference: Path, variants: Sequence[Path], out_stem: Path, metr
     atomic_to_csv(rows, Path(f"{out_stem}.csv"))
     atomic_write_json(Path(f"{out_stem}.json"), stats)
     return md
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cta_rnn.paired REFERENCE VARIANT... --out STEM [--metric ua|wa|macro_f1|ccc|ccc_<dim>]``."""
-    ap = argparse.ArgumentParser(prog="python -m cta_rnn.paired", description=__doc__.split("\n\n")[0])
-    ap.add_argument("reference", type=Path, help="scored reference experiment (exp/<tag> with results.json)")
-    ap.add_argument("variants", type=Path, nargs="+", help="scored variants trained on the same folds")
-    ap.add_argument("--out", type=Path, default=Path("exp/ablations"), help="<stem>.md/.csv/.json")
-    ap.add_argument("--metric", default="ua", help="ua (default), wa, macro_f1, ccc (mean over dimensions), ccc_<dim>")
-    args = ap.parse_args(argv)
-    try:
-        print(write_paired(args.reference, args.variants, args.out, check_metric(args.metric)))
-    except (OSError, ValueError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,10 +23,7 @@ says so).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,9 +32,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cta_rnn.artifacts import read_model_spec
 from cta_rnn.audio import AudioError, load_audio
-from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, one_line
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".sph"}
 AUDIO_SUFFIXES = AUDIO_EXTS | {
@@ -328,104 +323,3 @@ def result_line(
     where = f" [{row['start']:.2f}-{row['end']:.2f} s]" if segment else ""
     fields = [f"{row['file']}{where}", row["label"] or "-", *(x for x in (probs, dims) if x)]
     return "\t".join(fields)
-
-
-def main_predict(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``cta-rnn predict``."""
-    from cta_rnn.inference import EmotionRecognizer
-
-    p = argparse.ArgumentParser(
-        prog="cta-rnn predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--model", required=True, type=Path, help="exported model folder or exp/.../fold<k>")
-    p.add_argument("inputs", nargs="+", help="audio files and/or folders")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--segment", type=float, default=None, help="predict per segment of this many seconds")
-    p.add_argument(
-        "--adapt",
-        action="store_true",
-        help="speaker statistics from the given files (one speaker); with fewer than "
-        f"{MIN_ADAPT_CLIPS_PER_LABEL} clips per emotion class or {MIN_ADAPT_SECONDS:g} s in all a warning says the "
-        "labels are unreliable",
-    )
-    p.add_argument("--csv", type=Path, default=None, help="write the rows here (not an input, no audio suffix)")
-    p.add_argument("--json", type=Path, default=None, help="rows, failed files and warnings (not an input)")
-    p.add_argument("--plot", type=Path, default=None, help="folder for temporal-attention PNGs")
-    p.add_argument("--allow_unfinished", action="store_true", help="use a fold whose training did not finish")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        check_model_dir(args.model)
-        spec = read_model_spec(args.model)
-        crop = spec.get("max_train_seconds")
-        check_segment(args.segment, crop)
-        files, empty = expand(args.inputs)
-        check_outputs(args.csv, args.json, args.plot, args.inputs, files)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for msg in empty:
-        print(f"error: {msg}", file=sys.stderr)
-    warnings = []
-    if args.adapt:
-        if spec.get("normalization") != "speaker":
-            msg = (
-                f"--adapt has no effect: {args.model} was trained with {spec.get('normalization')!r} "
-                "normalisation, not per-speaker statistics"
-            )
-        else:
-            msg = adapt_warning(*speech_amount(files, args.segment), len(spec["labels"]))
-        if msg:
-            warnings.append({"file": None, "warning": msg})
-            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-    try:
-        rec = EmotionRecognizer.from_dir(args.model, device=args.device, allow_unfinished=args.allow_unfinished)
-    except (OSError, ValueError, RuntimeError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
-    rows, failed = [], []
-    for kind, item in iter_predictions(rec, files, args.segment, args.adapt, args.plot, crop):
-        if kind == "row":
-            rows.append(item)
-            print(result_line(item, rec.labels, args.segment, rec.dimensions), flush=True)
-        elif kind == "failed":
-            failed.append(item)
-            print(f"{item['file']}\tERROR\t{item['reason']}", file=sys.stderr, flush=True)
-        else:
-            warnings.append(item)
-            print(f"WARNING: {item['warning']}", file=sys.stderr, flush=True)
-    try:
-        if args.json:
-            atomic_write_json(args.json, {"predictions": rows, "failed": failed, "warnings": warnings})
-        if args.csv:
-            atomic_to_csv(pd.DataFrame(rows), args.csv)
-    except OSError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
-    return 0 if rows and not empty else 1
-
-
-def main_export(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``cta-rnn export``."""
-    from cta_rnn.inference import export_fold
-
-    p = argparse.ArgumentParser(prog="cta-rnn export", description="export a trained fold as a model folder")
-    p.add_argument("fold_dir", type=Path)
-    p.add_argument("out_dir", type=Path)
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an earlier export in out_dir (a folder holding anything else, the fold itself, a folder "
-        "inside it or containing it is always refused)",
-    )
-    p.add_argument("--allow_unfinished", action="store_true", help="export a fold whose training did not finish")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        check_model_dir(args.fold_dir)
-        out = export_fold(args.fold_dir, args.out_dir, args.force, allow_unfinished=args.allow_unfinished)
-    except (OSError, ValueError, RuntimeError) as err:  # InputError is a ValueError
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
-    print(f"exported {args.fold_dir} -> {out}")
-    return 0

@@ -510,3 +510,19 @@ def check_finished(root: str | os.PathLike, meta: dict[str, Any]) -> EmbeddingSt
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreDamagedError(f"{store.root}: the finished store is damaged: {problems[0]}{more}; {REBUILD}")
     return store
+
+
+def write_skipped(path: Path, skipped: list[dict[str, str]]) -> None:
+    """Add skipped utterances to this rank's list (an earlier run's entries are kept)."""
+    old = (
+        pd.read_csv(path, dtype=str, keep_default_na=False) if path.exists() else pd.DataFrame(columns=["ID", "reason"])
+    )
+    atomic_to_csv(pd.concat([old, pd.DataFrame(skipped)]).drop_duplicates("ID"), path)
+
+
+def skipped_ids(out_dir: str | os.PathLike) -> list[str]:
+    """IDs every rank listed as skipped."""
+    out = []
+    for path in Path(out_dir).glob("skipped_r*.csv"):
+        out += pd.read_csv(path, dtype=str, keep_default_na=False)["ID"].tolist()
+    return out

@@ -31,8 +31,6 @@ Exit status: 0; 1 when the audio or the model cannot be read; 2 for bad options,
 
 from __future__ import annotations
 
-import argparse
-import logging
 import math
 import os
 import struct
@@ -52,22 +50,19 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from cta_rnn.audio import AudioError, resample
-from cta_rnn.io_utils import atomic_to_csv, atomic_write_json
+from cta_rnn.io_utils import one_line
 from cta_rnn.predict import (
     LONG_FACTOR,
     SILENCE_PEAK,
     InputError,
     _output_problem,
     adapt_warning,
-    check_model_dir,
     check_outputs,
     min_segment,
-    one_line,
 )
-from cta_rnn.rttm import RTTMError, intersect, read_rttm, speaker_intervals, turns_for
+from cta_rnn.rttm import intersect, read_rttm, speaker_intervals, turns_for
 from cta_rnn.vad import (
     SAMPLE_RATE,
-    VAD_CHOICES,
     Region,
     SileroVAD,
     frame_db,
@@ -726,133 +721,3 @@ def check_timeline_outputs(csv: Path | None, json: Path | None, plot: Path | Non
     problem = _output_problem(plot, False, given)
     if problem:
         raise InputError(f"--plot {plot}: {problem}")
-
-
-def main_timeline(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``cta-rnn timeline``."""
-    from cta_rnn.artifacts import read_model_spec
-
-    p = argparse.ArgumentParser(
-        prog="cta-rnn timeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("input", help="audio file (any rate/channels/format soundfile reads), or - with --live")
-    p.add_argument("--model", required=True, type=Path, help="exported model folder or exp/.../fold<k>")
-    p.add_argument("--vad", choices=VAD_CHOICES, default="silero", help="speech detector (default silero)")
-    p.add_argument("--window", type=float, default=None, help="analysis window, s (default: the training crop)")
-    p.add_argument("--hop", type=float, default=None, help="hop between windows, s (default: window / 2)")
-    p.add_argument(
-        "--smooth", type=int, default=3, help="median over this many consecutive windows (odd; default 3; 1 = none)"
-    )
-    p.add_argument("--rttm", type=Path, default=None, help="diarisation (RTTM): a speaker per segment")
-    p.add_argument("--file_id", default=None, help="RTTM file id of the recording (default: its file name stem)")
-    p.add_argument("--adapt", action="store_true", help="normalise each speaker with their own statistics")
-    p.add_argument("--batch_size", type=int, default=None, help="windows encoded at once (default 1 on CPU, 8 on GPU)")
-    p.add_argument("--csv", type=Path, default=None, help="write the segments here")
-    p.add_argument("--json", type=Path, default=None, help="segments, speech regions and warnings as JSON")
-    p.add_argument("--plot", type=Path, default=None, help="PNG of the timeline")
-    p.add_argument("--live", action="store_true", help="read 16-bit PCM from standard input (input: -)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads (default: 1 with --live, where one window at a time gains little from more "
-        "and a busy CPU makes them stall; torch's default otherwise)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--allow_unfinished", action="store_true", help="use a fold whose training did not finish")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        check_model_dir(args.model)
-        spec = read_model_spec(args.model)
-        crop = spec.get("max_train_seconds")
-        window = args.window or default_window(crop)[0]
-        hop = args.hop or window / 2
-        early = check_window(window, hop, args.smooth, crop)
-        if args.batch_size is not None and args.batch_size < 1:
-            raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
-        if args.threads is not None and args.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {args.threads}")
-        if args.live:
-            if args.input != "-":
-                raise InputError(f"--live reads standard input: give - as the input, not {args.input}")
-            extra = [f for f in ("rttm", "adapt", "csv", "json", "plot") if getattr(args, f)]
-            if extra:
-                raise InputError(f"--live prints lines only: --{extra[0]} needs a recording, not a stream")
-        elif args.input == "-":
-            raise InputError("reading standard input needs --live")
-        check_timeline_outputs(args.csv, args.json, args.plot, [args.input, *([str(args.rttm)] if args.rttm else [])])
-        if args.rttm is not None:
-            read_rttm(args.rttm)  # a malformed file is refused before the model is loaded
-    except (InputError, RTTMError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for msg in early:
-        print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-    before = torch.get_num_threads()
-    threads = args.threads or (1 if args.live else None)
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _run(args, window, hop, early)
-    finally:
-        torch.set_num_threads(before)  # main may be called in-process (tests, notebooks)
-
-
-def _run(args: argparse.Namespace, window: float, hop: float, early: list[str]) -> int:
-    """The checked command: load the model, then live or one recording."""
-    from cta_rnn.inference import EmotionRecognizer
-
-    try:
-        rec = EmotionRecognizer.from_dir(args.model, device=args.device, allow_unfinished=args.allow_unfinished)
-    except (OSError, ValueError, RuntimeError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
-    if args.live:
-        vad = args.vad
-        if vad == "silero" and not silero_available():
-            print("WARNING: --vad silero: silero-vad is not installed; using --vad energy", file=sys.stderr)
-            vad = "energy"
-        try:
-            return run_live(rec, sys.stdin.buffer, window, hop, vad)
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 0
-    try:
-        result = analyse(
-            rec,
-            args.input,
-            vad=args.vad,
-            window=window,
-            hop=hop,
-            smooth=args.smooth,
-            rttm=args.rttm,
-            file_id=args.file_id,
-            adapt=args.adapt,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
-            on_segment=lambda row: print(segment_line(row), flush=True),
-        )
-    except (InputError, RTTMError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except AudioError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for msg in result.warnings:
-        if msg not in early:
-            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
-    try:
-        if args.json:
-            atomic_write_json(args.json, result.to_json(str(args.model)))
-        if args.csv:
-            atomic_to_csv(result.segments, args.csv)
-        if args.plot:
-            plot_result(result, args.plot)
-    except OSError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
-    return 0

@@ -38,7 +38,6 @@ from typing import Any
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from cta_rnn import device as device_mod
@@ -66,17 +65,20 @@ from cta_rnn.data import (
 from cta_rnn.dimensional import training_stats
 from cta_rnn.feature_cache import FeatureSource
 from cta_rnn.hparams_schema import (
-    HparamsError,
-    check_hparams,
+    TASK_KEYS,
     check_overrides,
     differences,
     identity,
-    load_cli_overrides,
-    merge_into,
+    load_hparams,
+    merge_overrides,
+    model_spec,
     plain,
+    pop_option,
+    resolve_select_key,
+    split_conf_args,
+    task_dimensions,
     yaml_keys,
 )
-from cta_rnn.hparams_schema import load_yaml as _load_yaml
 from cta_rnn.io_utils import LockHeld, atomic_write_json, one_line, take_pid_lock
 from cta_rnn.models import build_model
 from cta_rnn.store import EmbeddingStore, StoreError, is_complete
@@ -98,44 +100,6 @@ DISK_FULL_SIGNS = ("No space left", "basic_ios::clear", "file write failed", "un
 
 class RunRefused(RuntimeError):
     """The fold cannot run as asked (being trained, started with other hyperparameters, disk full)."""
-
-
-def pop_option(argv: Sequence[str], name: str) -> tuple[list[str], list[str]]:
-    """The values of ``--name FILE`` / ``--name=FILE`` (repeatable) and the other arguments."""
-    values, rest, it = [], [], iter(argv)
-    for arg in it:
-        if arg == f"--{name}":
-            value = next(it, None)
-            if value is None:
-                raise HparamsError(f"--{name} needs a file name")
-            values.append(value)
-        elif arg.startswith(f"--{name}="):
-            values.append(arg.split("=", 1)[1])
-        else:
-            rest.append(arg)
-    return values, rest
-
-
-def split_conf_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--conf FILE`` (repeatable) from the other arguments."""
-    return pop_option(argv, "conf")
-
-
-def merge_overrides(conf_files: Sequence[str], cli_overrides: str | dict | None) -> dict[str, Any]:
-    """Override files in order, then command-line overrides; nested dicts (model_kwargs) merge key by key.
-
-    A file with ``model_kwargs_replace: True`` (a model of another family, e.g. SUPERB's WeightedSumPool)
-    starts ``model_kwargs`` afresh instead of merging into the keys set before it. Values are read as
-    hyperpyyaml reads them (YAML 1.2: ``1e-3`` is a number); a key given twice: the later one wins.
-    """
-    merged: dict[str, Any] = {}
-    for path in conf_files:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: override YAML not found")
-        merge_into(merged, _load_yaml(Path(path).read_text(encoding="utf-8"), where=str(path)) or {})
-    if cli_overrides:
-        merge_into(merged, load_cli_overrides(cli_overrides) if isinstance(cli_overrides, str) else cli_overrides)
-    return merged
 
 
 @contextmanager
@@ -337,52 +301,6 @@ def install_replay(script: str | None, exp_dir: Path) -> None:
     os.replace(tmp, exp_dir / "run.sh")
 
 
-TASK_KEYS = ("task", "dimensions", "dimension_loss", "dimension_weight", "select_by")
-"""Hyperparameters of dimensional emotion: not part of a categorical run's identity (runs before they existed)."""
-
-
-def task_dimensions(hparams: dict[str, Any]) -> list[str]:
-    """The dimensions a run regresses: none for ``task: categorical``."""
-    return [] if hparams.get("task", "categorical") == "categorical" else list(hparams["dimensions"])
-
-
-def resolve_select_key(hparams: dict[str, Any]) -> str:
-    """``UA`` or ``CCC``: ``select_by``, with ``auto`` = mean CCC for ``task: dimensional``, UA otherwise; a
-    metric the task does not produce is refused."""
-    task, key = hparams.get("task", "categorical"), hparams.get("select_by", "auto")
-    if key == "auto":
-        return "CCC" if task == "dimensional" else "UA"
-    if (key == "UA" and task == "dimensional") or (key == "CCC" and task == "categorical"):
-        raise HparamsError(f"select_by: {key} needs a task that predicts it (task is {task})")
-    return key
-
-
-def model_spec(hparams: dict[str, Any], store: EmbeddingStore) -> dict[str, Any]:
-    """What rebuilds the trained model without the training YAML (``model.json``, see models.build_model); a
-    dimensional task adds task, dimensions and select_by (dimension_stats come from the fold's training set)."""
-    task = {}
-    if hparams.get("task", "categorical") != "categorical":
-        task = {
-            "task": hparams["task"],
-            "dimensions": task_dimensions(hparams),
-            "select_by": resolve_select_key(hparams),
-        }
-    return {
-        "model_class": hparams["model_class"],
-        "model_kwargs": dict(hparams.get("model_kwargs") or {}),
-        "normalization": hparams["normalization"],
-        "labels": list(hparams["labels"]),
-        "layers": list(store.layers),
-        "num_layers": store.num_layers,
-        "dim": store.dim,
-        "frame_rate": store.frame_rate,
-        "max_train_seconds": hparams.get("max_train_seconds"),
-        "average_checkpoints": int(hparams.get("average_checkpoints") or 1),
-        "encoder": store.meta.get("encoder"),
-        **task,
-    }
-
-
 def class_weights(train_labels: Sequence[str], labels: Sequence[str]) -> torch.Tensor:
     """Inverse-frequency weights, normalised to mean 1."""
     counts = torch.tensor([max(1, list(train_labels).count(lab)) for lab in labels], dtype=torch.float)
@@ -408,19 +326,6 @@ def rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def load_hparams(hparams_file: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The training hyperparameters: the YAML with overrides applied.
-
-    With ``model_kwargs_replace`` the model's keyword arguments are only those given after that flag.
-    """
-    with open(hparams_file, encoding="utf-8") as f:
-        hparams = load_hyperpyyaml(f, overrides)
-    if hparams.get("model_kwargs_replace"):
-        hparams["model_kwargs"] = dict(overrides.get("model_kwargs") or {})
-    check_hparams(hparams)
-    return hparams
 
 
 def prepare_model(

@@ -33,7 +33,15 @@ from typing import Any
 import numpy as np
 
 from cta_rnn.artifacts import read_available_folds, read_test_results
-from cta_rnn.hparams_schema import check_overrides, load_yaml_file, yaml_keys
+from cta_rnn.hparams_schema import (
+    check_overrides,
+    load_hparams,
+    load_yaml_file,
+    merge_overrides,
+    model_spec,
+    split_conf_args,
+    yaml_keys,
+)
 from cta_rnn.io_utils import atomic_write_json, atomic_write_text
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
@@ -125,7 +133,6 @@ def check_points(
 
     from cta_rnn.models import build_model
     from cta_rnn.store import EmbeddingStore, StoreError
-    from cta_rnn.train import load_hparams, merge_overrides, model_spec, split_conf_args
 
     confs, rest = split_conf_args(list(train_argv))
     known = yaml_keys(train_yaml)

@@ -74,7 +74,7 @@ def test_a_dimensional_only_model_has_no_classes(folds, encoder, tmp_path: Path)
 
 
 def test_predict_cli_prints_and_writes_the_dimensions(folds, encoder, tmp_path: Path, capsys) -> None:
-    from cta_rnn.predict import main_predict
+    from cta_rnn.commands import main_predict
 
     wav = write(tmp_path / "a.wav", tones([("neu", 2.0)]))
     for task in ("both", "dimensional"):

@@ -76,7 +76,7 @@ def test_equal_validation_keeps_the_first_declared_point(tmp_path: Path) -> None
 def test_a_fold_subset_is_labelled_wherever_its_score_is_printed(tmp_path: Path) -> None:
     from cta_rnn.artifacts import read_available_folds, read_folds_list, write_folds_list
     from cta_rnn.results_md import folds_cell
-    from cta_rnn.score import experiment_markdown, subset_of
+    from cta_rnn.scoring import experiment_markdown, subset_of
 
     write_folds_list(tmp_path, [3, 1, 1], available=range(1, 11))
     assert read_folds_list(tmp_path) == [1, 3] and read_available_folds(tmp_path) == list(range(1, 11))

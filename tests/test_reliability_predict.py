@@ -17,7 +17,8 @@ import soundfile as sf
 import torch
 from toy_data import toy_manifest, write_toy_fold, write_toy_store
 
-from cta_rnn.predict import main_export, main_predict, plot_stems
+from cta_rnn.commands import main_export, main_predict
+from cta_rnn.predict import plot_stems
 
 ROOT = Path(__file__).resolve().parents[1]
 

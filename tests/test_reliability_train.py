@@ -155,7 +155,9 @@ def test_experiment_suffix_is_readable_when_short_else_a_stable_hash() -> None:
     assert nested == hs.experiment_suffix({"model_kwargs": {"dropout": 0.3}})
     assert nested != hs.experiment_suffix({"model_kwargs": {"dropout": 0.4}})
     assert hs.experiment_suffix({}, "lr: 0.1\n") != hs.experiment_suffix({}, "lr: 0.2\n")
-    assert hs.main(["suffix", str(TRAIN_YAML), "--", "--lr=5e-4", "--device=cpu"]) == 0  # run options do not count
+    from cta_rnn import driver
+
+    assert driver.main(["suffix", str(TRAIN_YAML), "--", "--lr=5e-4", "--device=cpu"]) == 0  # run options do not count
 
 
 # ---- case 1: --force, resume with other hyperparameters ----

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from cta_rnn.artifacts import read_label_encoder, write_folds_list
-from cta_rnn.score import collect_layer_sweep, main, score_experiment, write_results_md
+from cta_rnn.results_md import write_results_md
+from cta_rnn.score import main
+from cta_rnn.scoring import collect_layer_sweep, score_experiment
 
 LABELS = ["neu", "hap", "ang", "sad"]
 ENCODER_TXT = "'neu' => 0\n'hap' => 1\n'ang' => 2\n'sad' => 3\n================\n'starting_index' => 0\n"

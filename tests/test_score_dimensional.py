@@ -17,7 +17,8 @@ from cta_rnn.artifacts import predictions_frame, write_label_encoder, write_pred
 from cta_rnn.cross_eval import summary_table
 from cta_rnn.plots import plot_dimension_scatter
 from cta_rnn.results_md import write_results_md
-from cta_rnn.score import main, score_experiment, score_fold
+from cta_rnn.score import main
+from cta_rnn.scoring import score_experiment, score_fold
 
 DIMS = ["arousal", "valence"]
 NAN = float("nan")
@@ -274,7 +275,7 @@ def test_paired_on_ccc(tmp_path: Path, capsys) -> None:
         paired.per_fold(ref, "cc")
     assert main(["--paired", str(ref), str(var), "--paired_out", str(tmp_path / "cli"), "--paired_metric", "ccc"]) == 0
     assert "(mean CCC, differences in CCC)" in capsys.readouterr().out
-    assert paired.main([str(ref), str(var), "--out", str(tmp_path / "p"), "--metric", "ccc_valence"]) == 0
+    assert main(["--paired", str(ref), str(var), "--paired_out", str(tmp_path / "p"), "--metric", "ccc_valence"]) == 0
     assert (tmp_path / "p.md").read_text().startswith("# Paired per-fold differences to `ref` (CCC valence")
 
 

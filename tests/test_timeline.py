@@ -21,6 +21,7 @@ import torch
 from toy_data import toy_manifest, write_toy_fold, write_toy_store
 
 from cta_rnn.audio import load_audio
+from cta_rnn.commands import main_timeline
 from cta_rnn.normalisation import running_stats
 from cta_rnn.plots import timeline_figure
 from cta_rnn.rttm import RTTMError, intersect, read_rttm, speaker_intervals, turns_for
@@ -30,7 +31,6 @@ from cta_rnn.timeline import (
     analyse,
     combine,
     iter_live,
-    main_timeline,
     merge_cells,
     plot_result,
     smooth_windows,

@@ -14,8 +14,8 @@ import pytest
 import torch
 from test_reliability_predict import FakeEncoder, encoder, fold, wav  # noqa: F401 - fixtures
 
+from cta_rnn.commands import main_export, main_predict
 from cta_rnn.inference import EXPORT_FILES, EmotionRecognizer, TargetRefused, UnreliableLabelWarning, export_fold
-from cta_rnn.predict import main_export, main_predict
 
 
 def experiment_copy(fold: Path, tmp_path: Path) -> Path:  # noqa: F811 - the fixture's value

@@ -161,7 +161,7 @@ def test_the_training_log_names_the_checkpoints_really_averaged(trained: Path) -
 
 def test_folds_of_separate_runs_are_all_scored(trained: Path, tmp_path: Path) -> None:
     from cta_rnn.results_md import folds_cell
-    from cta_rnn.score import score_experiment
+    from cta_rnn.scoring import score_experiment
 
     fold = trained / "exp" / "x" / "fold1"
     exp = tmp_path / "exp" / "x"

@@ -16,9 +16,7 @@ same scale. Only the dimension columns the CSV has are written; a folder corpus 
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -229,27 +227,3 @@ def write_label_overrides(manifest_csv: str | Path, out_yaml: str | Path) -> lis
     labels = label_order(read_manifest(manifest_csv, required=("ID", "emotion"))["emotion"])
     atomic_write_text(out_yaml, "# written by data prep: the corpus's label set\n" + yaml.safe_dump({"labels": labels}))
     return labels
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``protocols ROOT`` or ``labels MANIFEST OUT_YAML``; errors are one line on stderr, exit status 1."""
-    ap = argparse.ArgumentParser(prog="python -m cta_rnn.corpora.custom", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("protocols", help="print the fold protocols the corpus supports").add_argument("root")
-    lab = sub.add_parser("labels", help="write the label set as a training override YAML")
-    lab.add_argument("manifest")
-    lab.add_argument("out_yaml")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "protocols":
-            print(",".join(supported_protocols(args.root)))
-        else:
-            print(f"labels: {write_label_overrides(args.manifest, args.out_yaml)} -> {args.out_yaml}")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -49,7 +49,7 @@ export PYTHONPATH="../..${PYTHONPATH:+:${PYTHONPATH}}"
 own=(); [ -n "${train_config}" ] && own=(--train_config "../${source}/${train_config}")
 err=$(mktemp)
 # shellcheck disable=SC2086
-suffix=$("${python}" -m cta_rnn.hparams_schema suffix "${own[@]}" ../shared/hparams/train.yaml \
+suffix=$("${python}" -m cta_rnn.driver suffix "${own[@]}" ../shared/hparams/train.yaml \
     -- ${train_args} "${extra_args[@]}" 2> "${err}" < /dev/null) || { msg=$(error_line "${err}"); rm -f "${err}"; die "${msg}"; }
 rm -f "${err}"
 exp_name="${model}_${encoder}_${protocol}${tag:+_${tag}}${suffix:+_${suffix}}"

@@ -106,7 +106,7 @@ timings=""  # "stage N S s" of each stage run, printed at the end
 stage_begin() { stage_now=$1; stage_t0=${SECONDS}; }
 stage_end() { timings+="${timings:+, }stage ${stage_now} $((SECONDS - stage_t0)) s"; }
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}"
-py_query "${python}" -m cta_rnn.hparams_schema protocol "${protocol}" > /dev/null
+py_query "${python}" -m cta_rnn.driver protocol "${protocol}" > /dev/null
 
 find_conf() {  # find_conf <subdir> <name>: recipe hparams first, then the shared ones
     local f names
@@ -126,29 +126,29 @@ recipe_conf=()  # the recipe's own training overrides (epochs, batch size...), a
 [ -f hparams/train_overrides.yaml ] && recipe_conf=(--conf hparams/train_overrides.yaml)
 dump_dir="dump/${encoder}"
 
-# The user's training overrides, checked against the declared schema, name the experiment (cta_rnn.hparams_schema)
+# The user's training overrides, checked against the declared schema, name the experiment (cta_rnn.driver)
 suffix=""
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 2 ]; then
     own=(); [ -n "${own_train_config}" ] && own=(--train_config "${own_train_config}")
     # shellcheck disable=SC2086
-    suffix=$(py_query "${python}" -m cta_rnn.hparams_schema suffix "${own[@]}" "${train_config}" \
+    suffix=$(py_query "${python}" -m cta_rnn.driver suffix "${own[@]}" "${train_config}" \
         -- ${train_args} "${extra_args[@]}")
 fi
 if [ "${ngpu}" -gt 1 ] && [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 2 ]; then
-    py_query "${python}" -m cta_rnn.hparams_schema ngpu "${ngpu}" > /dev/null  # before torchrun, not inside it
+    py_query "${python}" -m cta_rnn.driver ngpu "${ngpu}" > /dev/null  # before torchrun, not inside it
 fi
 if [ "${device}" = auto ]; then
     device=$(py_query "${python}" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 fi
 
 fold_list() {  # the folds of the protocol, restricted by --folds (checked and de-duplicated in Python)
-    py_query "${python}" -m cta_rnn.artifacts folds --protocol_dir "data/folds/${protocol}" --select "${folds}"
+    py_query "${python}" -m cta_rnn.driver folds --protocol_dir "data/folds/${protocol}" --select "${folds}"
 }
 
 store_checked=false
 check_store() {  # stage 2 needs a finished stage 1 (checked once, before any experiment folder is made)
     "${store_checked}" && return 0
-    py_query "${python}" -m cta_rnn.hparams_schema store "${dump_dir}" > /dev/null
+    py_query "${python}" -m cta_rnn.driver store "${dump_dir}" > /dev/null
     store_checked=true
 }
 
@@ -166,7 +166,7 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
     local data_conf=()  # overrides written by data prep (e.g. a custom corpus's labels), after the recipe's
     if [ -f data/train_overrides.yaml ]; then data_conf=(--conf data/train_overrides.yaml); fi
     # shellcheck disable=SC2086
-    py_query "${python}" -m cta_rnn.artifacts experiment --exp "${expdir}" --store "${dump_dir}" --folds ${selected} \
+    py_query "${python}" -m cta_rnn.driver experiment --exp "${expdir}" --store "${dump_dir}" --folds ${selected} \
         --protocol_dir "data/folds/${protocol}"
     replay="${expdir}/.run.sh.next"  # becomes run.sh when a fold really starts training (cta_rnn.train)
     write_replay "${replay}"

@@ -7,6 +7,6 @@ root="${1:-}"; data_dir="$2"; shift 2
 [ -n "${root}" ] || { echo "CORPUS_CSV / CORPUS_DIR is not set: edit db.sh or export CORPUS_CSV=/path/to/corpus.csv" >&2; exit 1; }
 python="${python:-}"  # exported by ../shared/stages.sh
 if [ -z "${python}" ]; then if [ -x ../../.venv/bin/python ]; then python=../../.venv/bin/python; else python=python3; fi; fi
-protocols="$("${python}" -m cta_rnn.corpora.custom protocols "${root}")"  # a --protocols in "$@" wins
+protocols="$("${python}" -m cta_rnn.driver protocols "${root}")"  # a --protocols in "$@" wins
 "${python}" -m cta_rnn.prepare custom --root "${root}" --out "${data_dir}" --protocols "${protocols}" "$@"
-"${python}" -m cta_rnn.corpora.custom labels "${data_dir}/manifest.csv" "${data_dir}/train_overrides.yaml"
+"${python}" -m cta_rnn.driver labels "${data_dir}/manifest.csv" "${data_dir}/train_overrides.yaml"
