@@ -13,6 +13,7 @@ model spec (``model.json``) a run's hyperparameters give. The recipe driver's ch
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -101,48 +102,72 @@ def _layers_ok(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(_is_int(x) for x in v) and len(set(v)) == len(v)
 
 
-SCHEMA: dict[str, Key] = {
-    "seed": integer(),
-    "fold_dir": string(),
-    "store_dir": string(),
-    "output_folder": string(identity=False),
-    "save_folder": string(identity=False),
-    "train_log": string(identity=False),
-    "label_encoder_file": string(identity=False),
-    "predictions_dir": string(identity=False),
+NAMED_SPECS: dict[str, Key] = {
+    "int": integer(),
+    "bool": flag(),
+    "text": string(),
     "labels": Key("a non-empty list of distinct names", _labels_ok),
     "layers": Key(
         "null (all layers) or a non-empty list of distinct layer numbers", lambda v: v is None or _layers_ok(v)
     ),
-    "max_train_seconds": optional(number(gt=0)),
-    "normalization": choice("global", "speaker", "none"),
-    "stats_max_utterances": integer(1),
-    "class_weighting": choice("none", "inverse"),
-    "label_smoothing": number(ge=0, lt=1),
-    "balanced_sampling": flag(),
-    "sorting": choice("random", "ascending", "descending", "balanced"),
-    "cache": choice("auto", "gpu", "ram", "stream", identity=False),
-    "number_of_epochs": integer(1),
-    "batch_size": integer(1),
-    "eval_batch_size": integer(1),
-    "lr": number(gt=0),
-    "weight_decay": number(ge=0),
-    "lr_patience": integer(0),
-    "lr_factor": Key("a number > 0 and < 1", lambda v: _is_num(v) and 0 < v < 1),
-    "early_stop_patience": integer(1),
-    "num_workers": integer(0, identity=False),
-    "average_checkpoints": integer(1),
-    "force": flag(identity=False),
-    "task": choice("categorical", "dimensional", "both"),
-    "dimensions": Key("a non-empty list of distinct manifest column names", _dimensions_ok),
-    "dimension_loss": choice("ccc", "mse"),
-    "dimension_weight": number(ge=0),
-    "select_by": choice("auto", "UA", "CCC"),
-    "model_class": string(),
-    "model_kwargs_replace": flag(),
-    "model_kwargs": Key("a mapping of keyword arguments, e.g. {dropout: 0.3}", lambda v: isinstance(v, dict)),
+    "names": Key("a non-empty list of distinct manifest column names", _dimensions_ok),
+    "mapping": Key("a mapping of keyword arguments, e.g. {dropout: 0.3}", lambda v: isinstance(v, dict)),
 }
-"""The declared training hyperparameters of ``recipes/shared/hparams/train.yaml`` and what each accepts."""
+"""The bracket specs that are a single word (``[bool]``); others: ``[int >= 1]``, ``[number > 0 < 1]``, ``[a | b]``."""
+BOUND_NAMES = {">": "gt", ">=": "ge", "<": "lt"}
+SPEC_LINE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*:[^#\n]*#\s*\[(?P<spec>[^\]]+)\]", re.MULTILINE)
+SHARED_TRAIN_YAML = Path(__file__).resolve().parents[1] / "recipes" / "shared" / "hparams" / "train.yaml"
+
+
+def _plain_number(text: str) -> int | float:
+    """``"0"`` -> 0, ``"0.5"`` -> 0.5 (messages show bounds as written)."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def parse_spec(text: str, where: str = "spec") -> Key:
+    """A :class:`Key` from a bracket spec of the training YAML: ``int >= 1``, ``number > 0 < 1``, ``bool``,
+    ``text``, ``a | b | c``, ``labels``, ``layers``, ``names``, ``mapping``, each optionally ``null or ...`` and
+    ``..., run`` (run control: not part of a run's identity)."""
+    base, *flags = [part.strip() for part in text.split(",")]
+    if flags not in ([], ["run"]):
+        raise HparamsError(f"{where}: unknown flag(s) {flags} in [{text}] (only ', run')")
+    nullable = base.startswith("null or ")
+    base = base.removeprefix("null or ").strip()
+    if "|" in base:
+        key = choice(*[c.strip() for c in base.split("|")])
+    elif base in NAMED_SPECS:
+        key = NAMED_SPECS[base]
+    else:
+        kind, *rest = base.split()
+        bounds = dict(zip(rest[::2], rest[1::2]))
+        if kind not in ("int", "number") or len(rest) % 2 or set(bounds) - set(BOUND_NAMES):
+            raise HparamsError(f"{where}: cannot read the spec [{text}] (e.g. [int >= 1], [number > 0 < 1], [a | b])")
+        try:
+            values = {BOUND_NAMES[op]: _plain_number(v) for op, v in bounds.items()}
+        except ValueError:
+            raise HparamsError(f"{where}: a bound of [{text}] is not a number") from None
+        if kind == "int" and set(values) - {"ge"}:
+            raise HparamsError(f"{where}: an int spec takes only '>= N', got [{text}]")
+        key = integer(int(values["ge"]) if "ge" in values else None) if kind == "int" else number(**values)
+    key = optional(key) if nullable else key
+    return dataclasses.replace(key, identity=not flags)
+
+
+def read_schema(path: str | Path = SHARED_TRAIN_YAML) -> dict[str, Key]:
+    """The declared hyperparameters of a training YAML: every top-level key whose comment opens with a
+    [bracket spec], in file order. A spec that cannot be read names ``file:line``."""
+    content = Path(path).read_text(encoding="utf-8")
+    schema = {}
+    for m in SPEC_LINE.finditer(content):
+        line = content.count("\n", 0, m.start()) + 1
+        schema[m["key"]] = parse_spec(m["spec"], f"{path}:{line}")
+    return schema
+
+
+SCHEMA: dict[str, Key] = read_schema() if SHARED_TRAIN_YAML.is_file() else {}
+"""The declared training hyperparameters of ``recipes/shared/hparams/train.yaml`` and what each accepts: read from
+the YAML itself, the one place a hyperparameter is declared (empty when the package is used without its recipes)."""
 
 IDENTITY_KEYS = tuple(k for k, spec in SCHEMA.items() if spec.identity)
 """What a run is: a fold resumed (or skipped as finished) with another value of one of these is refused."""
