@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from cta_rnn.data import make_loaders  # noqa: E402
 from cta_rnn.feature_cache import FeatureSource  # noqa: E402
 from cta_rnn.models import CTARNN  # noqa: E402
-from cta_rnn.normalisation import FeatureNormalizer  # noqa: E402
+from cta_rnn.normalization import FeatureNormalizer  # noqa: E402
 from cta_rnn.store import EmbeddingStore, StoreWriter, finalize, manifest_checksum  # noqa: E402
 
 SHAPES = {"large-v3": (33, 1280, 50.0), "tiny": (5, 384, 50.0)}

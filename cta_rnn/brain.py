@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from speechbrain.utils.distributed import if_main_process
 
 from cta_rnn.artifacts import predictions_frame, write_predictions
+from cta_rnn.checkpoint import best_checkpoints, best_model_state
 from cta_rnn.dimensional import ccc_loss, dimension_scores, mean_ccc, mse_loss
+from cta_rnn.io_utils import epoch_seed
 from cta_rnn.metrics import classification_scores
 from cta_rnn.models import split_outputs
 
@@ -87,8 +89,6 @@ class EmotionBrain(sb.Brain):
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
         self.tested_checkpoints = 1
         if self.averaged > 1 and self.checkpointer is not None:
-            from cta_rnn.checkpoint import best_checkpoints, best_model_state
-
             key = self.select_key
             self.tested_checkpoints = max(1, len(best_checkpoints(self.checkpointer, self.averaged, key)))
             self.model.load_state_dict(best_model_state(self.checkpointer, self.averaged, str(self.device), key))
@@ -156,8 +156,8 @@ class EmotionBrain(sb.Brain):
         if stage == sb.Stage.TRAIN and epoch is not None:
             if self.train_batches is not None:
                 self.train_batches.set_epoch(epoch)
-            torch.manual_seed(int(self.hparams.seed) * 1000 + int(epoch))
-            np.random.seed((int(self.hparams.seed) * 1000 + int(epoch)) % 2**32)
+            torch.manual_seed(epoch_seed(self.hparams.seed, epoch))
+            np.random.seed(epoch_seed(self.hparams.seed, epoch) % 2**32)
 
     def collected(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """IDs, true class indices, probabilities (N, C), channel attention (N, L), predicted and true dimension

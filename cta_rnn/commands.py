@@ -14,6 +14,7 @@ import torch
 
 from cta_rnn.artifacts import read_model_spec
 from cta_rnn.audio import AudioError
+from cta_rnn.inference import EmotionRecognizer, export_fold
 from cta_rnn.io_utils import atomic_to_csv, atomic_write_json, one_line
 from cta_rnn.predict import (
     MIN_ADAPT_CLIPS_PER_LABEL,
@@ -41,16 +42,26 @@ from cta_rnn.timeline import (
 from cta_rnn.vad import VAD_CHOICES, silero_available
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--device`` and ``--allow_unfinished``: how predict and timeline find and run a model."""
+    p.add_argument("--model", required=True, type=Path, help="exported model folder or exp/.../fold<k>")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--allow_unfinished", action="store_true", help="use a fold whose training did not finish")
+
+
+def model_spec_of(model: Path) -> dict:
+    """The ``model.json`` of a model folder, after checking it is one (:class:`InputError` naming what is wrong)."""
+    check_model_dir(model)
+    return read_model_spec(model)
+
+
 def main_predict(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cta-rnn predict``."""
-    from cta_rnn.inference import EmotionRecognizer
-
     p = argparse.ArgumentParser(
         prog="cta-rnn predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, type=Path, help="exported model folder or exp/.../fold<k>")
     p.add_argument("inputs", nargs="+", help="audio files and/or folders")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_model_options(p)
     p.add_argument("--segment", type=float, default=None, help="predict per segment of this many seconds")
     p.add_argument(
         "--adapt",
@@ -62,12 +73,10 @@ def main_predict(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, default=None, help="write the rows here (not an input, no audio suffix)")
     p.add_argument("--json", type=Path, default=None, help="rows, failed files and warnings (not an input)")
     p.add_argument("--plot", type=Path, default=None, help="folder for temporal-attention PNGs")
-    p.add_argument("--allow_unfinished", action="store_true", help="use a fold whose training did not finish")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        check_model_dir(args.model)
-        spec = read_model_spec(args.model)
+        spec = model_spec_of(args.model)
         crop = spec.get("max_train_seconds")
         check_segment(args.segment, crop)
         files, empty = expand(args.inputs)
@@ -118,8 +127,6 @@ def main_predict(argv: Sequence[str] | None = None) -> int:
 
 def main_export(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cta-rnn export``."""
-    from cta_rnn.inference import export_fold
-
     p = argparse.ArgumentParser(prog="cta-rnn export", description="export a trained fold as a model folder")
     p.add_argument("fold_dir", type=Path)
     p.add_argument("out_dir", type=Path)
@@ -144,13 +151,12 @@ def main_export(argv: Sequence[str] | None = None) -> int:
 
 def main_timeline(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cta-rnn timeline``."""
-    from cta_rnn.artifacts import read_model_spec
 
     p = argparse.ArgumentParser(
         prog="cta-rnn timeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("input", help="audio file (any rate/channels/format soundfile reads), or - with --live")
-    p.add_argument("--model", required=True, type=Path, help="exported model folder or exp/.../fold<k>")
+    add_model_options(p)
     p.add_argument("--vad", choices=VAD_CHOICES, default="silero", help="speech detector (default silero)")
     p.add_argument("--window", type=float, default=None, help="analysis window, s (default: the training crop)")
     p.add_argument("--hop", type=float, default=None, help="hop between windows, s (default: window / 2)")
@@ -173,13 +179,10 @@ def main_timeline(argv: Sequence[str] | None = None) -> int:
         "and a busy CPU makes them stall; torch's default otherwise)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--allow_unfinished", action="store_true", help="use a fold whose training did not finish")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        check_model_dir(args.model)
-        spec = read_model_spec(args.model)
+        spec = model_spec_of(args.model)
         crop = spec.get("max_train_seconds")
         window = args.window or default_window(crop)[0]
         hop = args.hop or window / 2
@@ -216,8 +219,6 @@ def main_timeline(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, window: float, hop: float, early: list[str]) -> int:
     """The checked command: load the model, then live or one recording."""
-    from cta_rnn.inference import EmotionRecognizer
-
     try:
         rec = EmotionRecognizer.from_dir(args.model, device=args.device, allow_unfinished=args.allow_unfinished)
     except (OSError, ValueError, RuntimeError) as err:

@@ -33,9 +33,14 @@ from cta_rnn.artifacts import (
     write_label_encoder,
     write_predictions,
 )
+from cta_rnn.brain import EmotionBrain
 from cta_rnn.checkpoint import load_fold_model
+from cta_rnn.data import eval_loader, stats_per_speaker
+from cta_rnn.feature_cache import FeatureSource
 from cta_rnn.io_utils import atomic_write_text
-from cta_rnn.results_md import write_results_md
+from cta_rnn.models import head_sizes
+from cta_rnn.results_md import fmt_num, fmt_pct, write_results_md
+from cta_rnn.scoring import score_experiment, summary_line
 from cta_rnn.store import EmbeddingStore, StoreError, StoreMismatchError
 
 logger = logging.getLogger("cta_rnn.cross_eval")
@@ -55,14 +60,9 @@ def test_on_target(
 
     Speaker-normalised models get the target speakers' own statistics (no labels used), as in training.
     """
-    from cta_rnn.brain import EmotionBrain
-    from cta_rnn.data import eval_loader, speaker_stats
-    from cta_rnn.feature_cache import FeatureSource
-    from cta_rnn.models import head_sizes
-
     source = FeatureSource(store, rows["ID"].tolist(), device, cache, batch_size=batch_size)
     if model.normalizer.mode == "speaker":
-        model.normalizer.set_speakers(speaker_stats(source, rows, 200))
+        model.normalizer.set_speakers(stats_per_speaker(source, rows, 200))
     dims = list(spec["dimensions"]) if head_sizes(spec)[1] else []
     loader = eval_loader(source, rows, spec["labels"], model.normalizer, batch_size, dims, "the target manifest")
     brain = EmotionBrain(
@@ -173,8 +173,6 @@ def summary_table(recipes_dir: Path, cross_dir: Path, exp_name: str, corpora: Se
     When any of these experiments has dimensions, the table gains the mean CCC over dimensions and the CCC of each
     dimension (mean ± std over fold models; '-' where a cell has none); otherwise it is the categorical table.
     """
-    from cta_rnn.results_md import fmt_num, fmt_pct
-
     cells = {}
     for src in corpora:
         for tgt in corpora:
@@ -238,7 +236,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, StoreError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    from cta_rnn.scoring import score_experiment, summary_line
 
     print(summary_line(args.out, score_experiment(args.out)))
     print(f"wrote {write_results_md(args.recipe_root)}")

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from cta_rnn.artifacts import SPLITS, dimension_values, read_splits
 from cta_rnn.feature_cache import FeatureSource, SplitData, plan_epoch, plan_eval
-from cta_rnn.normalisation import FeatureNormalizer, running_stats
+from cta_rnn.io_utils import epoch_seed
+from cta_rnn.normalization import FeatureNormalizer, running_stats
 from cta_rnn.store import EmbeddingStore, skipped_ids
 
 
@@ -70,7 +71,7 @@ def fold_data_digest(fold_dir: str | os.PathLike, dimensions: Sequence[str] = ()
     return digest
 
 
-def speaker_stats(
+def stats_per_speaker(
     source: FeatureSource, utterances: pd.DataFrame, max_utts: int
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-speaker (mean, std) over up to ``max_utts`` utterances of every speaker (labels are not used)."""
@@ -93,7 +94,7 @@ def fit_normalizer(
     train = splits["train"]
     if normalizer.mode == "speaker":
         every = pd.concat(list(splits.values())).drop_duplicates("ID")
-        normalizer.set_speakers(speaker_stats(source, every, max(1, max_utts // 10)))
+        normalizer.set_speakers(stats_per_speaker(source, every, max(1, max_utts // 10)))
         normalizer.set_fallback(train["speaker"].astype(str))
     ids = train["ID"].tolist()
     if len(ids) > max_utts:
@@ -105,7 +106,7 @@ def fit_normalizer(
         x = source.utterance(uid).float().to(normalizer.mean.device)
         if normalizer.mode == "speaker":
             idx = normalizer.speaker_index([spk_of[uid]], 1)
-            mean, std = normalizer.speaker_stats(1, idx)
+            mean, std = normalizer.batch_stats(1, idx)
             x = (x - mean) / std
         return x
 
@@ -164,7 +165,7 @@ def make_loaders(
         weights = [1.0 / counts[y] for y in train.labels]
 
     def plan_train(epoch: int) -> list:
-        gen = torch.Generator().manual_seed(int(seed) * 1000 + int(epoch))
+        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         return plan_epoch(train_frames, batch_size, gen, sorting, crop, weights, rank, world_size)
 
     loaders = {"train": source.loader(train, plan_train)}

@@ -27,12 +27,15 @@ from typing import Any
 
 import pandas as pd
 import torch
+import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from cta_rnn import device as device_mod
-from cta_rnn import progress
+from cta_rnn import encoders, progress
 from cta_rnn.artifacts import read_manifest
 from cta_rnn.audio import AudioError, load_audio
+from cta_rnn.encoders.base import LayerwiseEncoder
+from cta_rnn.encoders.factory import load_spec
 from cta_rnn.store import (
     StoreError,
     StoreLockedError,
@@ -103,8 +106,6 @@ def duration_batches(durations: Sequence[float], batch_seconds: float, max_batch
 
 def load_encoder_spec(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The encoder's name (the YAML file stem) and its validated spec (``encoders.factory.load_spec``)."""
-    from cta_rnn.encoders.factory import load_spec
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: encoder YAML not found")
@@ -113,8 +114,6 @@ def load_encoder_spec(path: str | os.PathLike, overrides: dict[str, Any] | None 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` strings -> dict, values parsed as YAML scalars/lists."""
-    import yaml
-
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -124,7 +123,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def store_meta(encoder: Any, checksum: str, max_duration: float | None = None) -> dict[str, Any]:
+def store_meta(encoder: LayerwiseEncoder, checksum: str, max_duration: float | None = None) -> dict[str, Any]:
     """The identity a store is checked against: everything that changes the stored values."""
     return {
         "encoder": {**encoder.describe(), "name": getattr(encoder, "spec_name", None)},
@@ -219,14 +218,16 @@ class WriterThread:
             self.raise_error()
 
 
-def encode_batch(encoder: Any, batch: dict[str, Any], device: str) -> tuple[torch.Tensor, list[int]]:
+def encode_batch(encoder: LayerwiseEncoder, batch: dict[str, Any], device: str) -> tuple[torch.Tensor, list[int]]:
     """Run the encoder on one collated batch: (B, layers, T, D) states on the device and valid frame counts."""
     wavs = batch["wavs"].to(device, non_blocking=True)
     hidden, frames = encoder.encode(wavs, batch["lengths"])
     return hidden, [int(n) for n in frames.tolist()]
 
 
-def encode_finite(encoder: Any, batch: dict[str, Any], device: str) -> tuple[torch.Tensor, list[int], bool]:
+def encode_finite(
+    encoder: LayerwiseEncoder, batch: dict[str, Any], device: str
+) -> tuple[torch.Tensor, list[int], bool]:
     """:func:`encode_batch`, re-run in float32 when reduced-precision compute gave non-finite states.
 
     float16 autocast (the CUDA default, see :func:`cta_rnn.device.auto_dtype`) can overflow inside a large
@@ -247,7 +248,12 @@ def encode_finite(encoder: Any, batch: dict[str, Any], device: str) -> tuple[tor
 
 
 def make_loader(
-    todo: pd.DataFrame, encoder: Any, batch_seconds: float, num_workers: int, device: str, max_duration: float | None
+    todo: pd.DataFrame,
+    encoder: LayerwiseEncoder,
+    batch_seconds: float,
+    num_workers: int,
+    device: str,
+    max_duration: float | None,
 ) -> DataLoader:
     """Audio loading in worker processes, batched by duration (longest first)."""
     dataset = AudioDataset(todo, encoder.sample_rate, max_duration)
@@ -264,7 +270,7 @@ def make_loader(
 
 def dump(
     manifest: pd.DataFrame,
-    encoder: Any,
+    encoder: LayerwiseEncoder,
     out_dir: str | os.PathLike,
     *,
     device: str = "cpu",
@@ -425,10 +431,9 @@ def run(args: argparse.Namespace, out: Path) -> int:
         remove_store(out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from cta_rnn.encoders import build_encoder
 
     name, spec = load_encoder_spec(args.encoder, parse_overrides(args.overrides))
-    encoder = build_encoder(spec, device=args.device)
+    encoder = encoders.build_encoder(spec, device=args.device)
     encoder.spec_name = name
     if is_complete(out) and not args.force:
         meta = store_meta(encoder, manifest_checksum(manifest["ID"], manifest["duration"]), args.max_duration)

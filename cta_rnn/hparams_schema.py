@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
 if TYPE_CHECKING:
     from cta_rnn.store import EmbeddingStore
 
@@ -181,9 +184,6 @@ def yaml_keys(path: str | Path) -> set[str]:
 
 def load_yaml(content: str, where: str = "overrides") -> Any:
     """YAML 1.2 as hyperpyyaml reads it (``1e-3`` is a number, ``yes`` a string), plain Python values."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     try:
         return YAML(typ="safe", pure=True).load(content)
     except YAMLError as err:
@@ -194,9 +194,6 @@ def load_yaml(content: str, where: str = "overrides") -> Any:
 def load_yaml_file(path: str | Path) -> Any:
     """A YAML file read as :func:`load_yaml` reads overrides (YAML 1.2: ``1e-3`` is a number, as on the command
     line); a syntax error is one line ``FILE:LINE: problem``."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     content = Path(path).read_text(encoding="utf-8")
     try:
         return YAML(typ="safe", pure=True).load(content)

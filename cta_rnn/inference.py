@@ -37,6 +37,7 @@ import torch
 import yaml
 from speechbrain.inference.interfaces import Pretrained
 
+from cta_rnn import encoders
 from cta_rnn.artifacts import (
     encoder_spec,
     read_label_encoder,
@@ -46,8 +47,13 @@ from cta_rnn.artifacts import (
     write_model_spec,
 )
 from cta_rnn.audio import load_audio
+from cta_rnn.checkpoint import load_fold_model
+from cta_rnn.encoders.base import LayerwiseEncoder
 from cta_rnn.io_utils import _umask, atomic_write_json, atomic_write_text
-from cta_rnn.models import head_sizes, split_outputs
+from cta_rnn.models import build_model, head_sizes, split_outputs
+from cta_rnn.normalization import running_stats
+from cta_rnn.predict import adapt_warning, check_model_dir, clip_warnings
+from cta_rnn.timeline import analyse
 
 HPARAMS = "hyperparams.yaml"
 EXPORT_FILES = ("hyperparams.yaml", "model.ckpt", "model.json", "label_encoder.txt", "scores.json", "README.md")
@@ -204,16 +210,14 @@ class EmotionRecognizer(Pretrained):
     HPARAMS_NEEDED = ["labels", "layers", "encoder_spec"]
     MODULES_NEEDED = ["model"]
 
-    def __init__(self, *args: Any, encoder: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, encoder: LayerwiseEncoder | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.model = self.mods.model
         self.labels: list[str] = [str(lab) for lab in self.hparams.labels] if self.model.num_classes else []
         self.dimensions: list[str] = [str(d) for d in (getattr(self.hparams, "dimensions", None) or [])]
         spec = dict(self.hparams.encoder_spec)
         if encoder is None:
-            from cta_rnn.encoders import build_encoder
-
-            encoder = build_encoder(spec, device=self.device)
+            encoder = encoders.build_encoder(spec, device=self.device)
         self.encoder = encoder
         self.crop: float | None = getattr(self.hparams, "max_train_seconds", None)
         trained = list(getattr(self.hparams, "layers", spec["layers"]))
@@ -232,8 +236,6 @@ class EmotionRecognizer(Pretrained):
         model's ``hyperparams.yaml``/``model.ckpt`` is refused (SpeechBrain would load those). Local sources are
         checked before anything is built: weights present, labels of the three label files equal, order included.
         """
-        from cta_rnn.predict import check_model_dir
-
         allow_unfinished = kwargs.pop("allow_unfinished", False)
         src = Path(source)
         if src.is_dir():
@@ -257,14 +259,11 @@ class EmotionRecognizer(Pretrained):
         cls,
         path: str | os.PathLike,
         device: str = "cpu",
-        encoder: Any = None,
+        encoder: LayerwiseEncoder | None = None,
         encoder_overrides: dict[str, Any] | None = None,
         allow_unfinished: bool = False,
     ) -> EmotionRecognizer:
         """Load an exported folder or a finished experiment fold (``exp/.../fold<k>``) in place."""
-        from cta_rnn.checkpoint import load_fold_model
-        from cta_rnn.models import build_model
-
         path = Path(path)
         spec = read_model_spec(path)
         check_weights(path)
@@ -290,8 +289,6 @@ class EmotionRecognizer(Pretrained):
 
     def warn_unreliable(self, path: str | os.PathLike, wav: torch.Tensor, segment: float | None = None) -> list[str]:
         """Warn (:class:`UnreliableLabelWarning`) about a clip as ``cta-rnn predict`` does; returns the messages."""
-        from cta_rnn.predict import clip_warnings
-
         messages = clip_warnings(Path(path), wav, self.encoder.sample_rate, self.crop, segment)
         for msg in messages:
             warnings.warn(msg, UnreliableLabelWarning, stacklevel=3)
@@ -302,9 +299,6 @@ class EmotionRecognizer(Pretrained):
 
         Too little speech for a speaker's statistics (:func:`cta_rnn.predict.adapt_warning`) is warned about.
         """
-        from cta_rnn.normalisation import running_stats
-        from cta_rnn.predict import adapt_warning
-
         if warn:
             seconds = sum(int(x.shape[1]) for x in feats) / float(self.hparams.frame_rate)
             msg = adapt_warning(len(feats), seconds, len(self.labels), "speaker_stats", "predict with stats=None")
@@ -398,8 +392,6 @@ class EmotionRecognizer(Pretrained):
         prob_<label>..., confidence), read in blocks. Options (``vad``, ``window``, ``hop``, ``smooth``, ``rttm``,
         ``file_id``, ``adapt``, ``batch_size``) as :func:`cta_rnn.timeline.analyse`; its warnings are
         :class:`UnreliableLabelWarning`."""
-        from cta_rnn.timeline import analyse
-
         result = analyse(self, path, **options)
         for msg in result.warnings:
             warnings.warn(msg, UnreliableLabelWarning, stacklevel=2)
@@ -450,8 +442,6 @@ def export_fold(
     ``out_dir`` is checked first (:func:`check_export_target`): only a new or empty folder, or with ``force`` an
     earlier export, is written; an earlier export is swapped out only once the new one is complete.
     """
-    from cta_rnn.checkpoint import load_fold_model
-
     fold_dir, out_dir = Path(fold_dir), Path(out_dir)
     if (fold_dir / "model.ckpt").is_file():
         raise ValueError(f"{fold_dir}: is already an exported model (has model.ckpt); copy the folder instead")

@@ -12,9 +12,18 @@ from typing import IO, Any
 import pandas as pd
 
 
-def one_line(err: BaseException) -> str:
-    """An error message on one line (the form every entry point prints after ``error: ``)."""
-    return " ".join(str(err).split()) or type(err).__name__
+def one_line(err: BaseException, plain: tuple[type[BaseException], ...] | None = None) -> str:
+    """An error message on one line (the form every entry point prints after ``error: ``); with ``plain``, errors
+    of other types (whose message may not say what happened, e.g. a KeyError) are prefixed with their type."""
+    text = " ".join(str(err).split())
+    if plain is not None and not (isinstance(err, plain) and text):
+        return f"{type(err).__name__}: {text}"
+    return text or type(err).__name__
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one training epoch: a resumed run repeats the randomness of the epoch it restarts."""
+    return int(seed) * 1000 + int(epoch)
 
 
 def _umask() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,7 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cta_rnn.attention import ChannelAttention, LayerFusion, TemporalAttention
 from cta_rnn.masking import frame_counts, length_mask, masked_mean
-from cta_rnn.normalisation import FeatureNormalizer
+from cta_rnn.normalization import FeatureNormalizer
 
 
 class Classifier(nn.Sequential):
@@ -55,9 +57,10 @@ def output_heads(
     return classifier, regressor
 
 
-def apply_heads(model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
-    """(B, C + K): class logits then dimension values (C or K may be 0; see :func:`split_outputs`)."""
-    parts = [head(pooled) for head in (model.classifier, model.regressor) if head is not None]
+def apply_heads(heads: Sequence[nn.Module | None], pooled: torch.Tensor) -> torch.Tensor:
+    """(B, C + K): class logits then dimension values of the present ``heads`` (classifier, regressor; C or K may
+    be 0, see :func:`split_outputs`)."""
+    parts = [head(pooled) for head in heads if head is not None]
     return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
 
@@ -83,7 +86,7 @@ class CTARNN(nn.Module):
         pooling: "attention" (temporal attention) | "mean" (masked mean).
         input_proj: optional linear projection of the fused features before the RNN (0 = none).
         dropout: dropout on RNN outputs and in the classifier.
-        normalization: "global" | "speaker" | "none" (see cta_rnn.normalisation.FeatureNormalizer).
+        normalization: "global" | "speaker" | "none" (see cta_rnn.normalization.FeatureNormalizer).
         temporal_pool: average every k fused frames (masked) before the RNN: 50 Hz -> 25 Hz with 2.
         input_mean: also give the classifier the masked mean of the (projected) fused frames, beside the
             attention-pooled RNN outputs (an utterance-statistics skip around the BiLSTM).
@@ -192,7 +195,7 @@ class CTARNN(nn.Module):
             att["temporal"] = unpool_weights(att["temporal"], full_mask, self.temporal_pool)
         if skip is not None:
             pooled = torch.cat([pooled, skip], dim=-1)
-        out = apply_heads(self, pooled)
+        out = apply_heads((self.classifier, self.regressor), pooled)
         return (out, att) if return_attention else out
 
 
@@ -268,9 +271,7 @@ class WeightedSumPool(nn.Module):
         x = self.normalizer(x, speaker_idx)
         weights = torch.softmax(self.layer_logits, dim=0)
         h = self.proj(torch.einsum("bltd,l->btd", x, weights))
-        pooled = masked_mean(h, mask[:, :, None], dim=1)
-        parts = [head(pooled) for head in (self.out, self.regressor) if head is not None]
-        logits = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        logits = apply_heads((self.out, self.regressor), masked_mean(h, mask[:, :, None], dim=1))
         if not return_attention:
             return logits
         att = {
@@ -323,8 +324,6 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
             **kwargs,
         )
     except TypeError as err:
-        import inspect
-
         params = inspect.signature(CTARNN if cls is RNNMeanPool else cls).parameters
         allowed = sorted(set(params) - fixed)
         if cls is RNNMeanPool:

@@ -71,9 +71,9 @@ def _heatmap(ax, mat: np.ndarray, labels: Sequence[str], fmt: str, title: str, v
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
-def plot_confusion(
-    cm: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str], path: str | os.PathLike, title: str | None = None
-) -> Path:
+def confusion_figure(
+    cm: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str], title: str | None = None
+) -> Figure:
     """Confusion matrix as counts (left) and row-normalised recall in % (right)."""
     cm = np.asarray(cm, dtype=float)
     if cm.shape != (len(labels), len(labels)):
@@ -86,17 +86,23 @@ def plot_confusion(
     _heatmap(ax2, norm, labels, ".1f", "row-normalised (recall, %)", 100.0)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_channel_attention(
+def plot_confusion(
+    cm: np.ndarray | Sequence[Sequence[int]], labels: Sequence[str], path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """The confusion figure (:func:`confusion_figure`) saved as PNG at ``path``."""
+    return save_figure(confusion_figure(cm, labels, title), path)
+
+
+def channel_attention_figure(
     att: np.ndarray,
     labels_per_utt: Sequence[str],
-    path: str | os.PathLike,
     label_order: Sequence[str] | None = None,
     layer_ids: Sequence[int] | None = None,
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Mean channel attention weight per encoder layer, one line (with ±1 std band) per emotion.
 
     Args:
@@ -127,16 +133,27 @@ def plot_channel_attention(
     ax.set_title(title or "Channel attention over encoder layers per emotion")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_layer_sweep(
-    layers: Sequence[int],
-    ua: Sequence[float],
+def plot_channel_attention(
+    att: np.ndarray,
+    labels_per_utt: Sequence[str],
     path: str | os.PathLike,
-    ua_std: Sequence[float | None] | None = None,
+    label_order: Sequence[str] | None = None,
+    layer_ids: Sequence[int] | None = None,
     title: str | None = None,
 ) -> Path:
+    """The channel attention figure (:func:`channel_attention_figure`) saved as PNG at ``path``."""
+    return save_figure(channel_attention_figure(att, labels_per_utt, label_order, layer_ids, title), path)
+
+
+def layer_sweep_figure(
+    layers: Sequence[int],
+    ua: Sequence[float],
+    ua_std: Sequence[float | None] | None = None,
+    title: str | None = None,
+) -> Figure:
     """UA (%) of single-layer models against the encoder layer index, with std error bars if given.
 
     ``ua`` values are fractions in [0, 1] (as in results.json); the axis shows percentages.
@@ -168,7 +185,18 @@ def plot_layer_sweep(
     ax.set_ylabel("UA (%)")
     ax.set_title(title or "Single-layer sweep: UA vs encoder layer")
     ax.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_layer_sweep(
+    layers: Sequence[int],
+    ua: Sequence[float],
+    path: str | os.PathLike,
+    ua_std: Sequence[float | None] | None = None,
+    title: str | None = None,
+) -> Path:
+    """The layer sweep figure (:func:`layer_sweep_figure`) saved as PNG at ``path``."""
+    return save_figure(layer_sweep_figure(layers, ua, ua_std, title), path)
 
 
 def scatter_points(
@@ -252,14 +280,9 @@ def plot_dimension_scatter(
     return save_figure(fig, path), points
 
 
-def plot_temporal_attention(
-    wav: np.ndarray,
-    sample_rate: int,
-    att: np.ndarray,
-    frame_rate: float,
-    path: str | os.PathLike,
-    title: str | None = None,
-) -> Path:
+def temporal_attention_figure(
+    wav: np.ndarray, sample_rate: int, att: np.ndarray, frame_rate: float, title: str | None = None
+) -> Figure:
     """Temporal attention weights of one utterance drawn over its waveform (top) and spectrogram (bottom).
 
     ``att`` holds one weight per encoder frame at ``frame_rate`` frames per second (frame k is drawn
@@ -288,7 +311,19 @@ def plot_temporal_attention(
         twin.set_ylim(0, 1.05 * float(att.max()) if att.max() > 0 else 1)
         twin.set_ylabel("attention weight", color=color)
     ax_w.set_xlim(0, max(t_wav[-1], t_att[-1]))
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_temporal_attention(
+    wav: np.ndarray,
+    sample_rate: int,
+    att: np.ndarray,
+    frame_rate: float,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """The temporal attention figure (:func:`temporal_attention_figure`) saved as PNG at ``path``."""
+    return save_figure(temporal_attention_figure(wav, sample_rate, att, frame_rate, title), path)
 
 
 def timeline_figure(

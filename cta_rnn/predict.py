@@ -27,12 +27,16 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import soundfile as sf
 import torch
 
 from cta_rnn.audio import AudioError, load_audio
+
+if TYPE_CHECKING:
+    from cta_rnn.inference import EmotionRecognizer
 
 AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".sph"}
 AUDIO_SUFFIXES = AUDIO_EXTS | {
@@ -193,8 +197,6 @@ def adapt_warning(
 
 def speech_amount(files: Sequence[Path], segment: float | None) -> tuple[int, float]:
     """(pieces, seconds) the given files will give, from their headers (unreadable files are left out)."""
-    import soundfile as sf
-
     pieces, seconds = 0, 0.0
     for f in files:
         try:
@@ -239,7 +241,9 @@ def check_outputs(
             raise InputError(f"{flag} {path}: {problem}")
 
 
-def _predict_piece(rec: Any, item: tuple, stats: Any, plot: tuple[Path, str] | None, segment: float | None) -> dict:
+def _predict_piece(
+    rec: EmotionRecognizer, item: tuple, stats: Any, plot: tuple[Path, str] | None, segment: float | None
+) -> dict:
     """One row (file, start, end, label, prob_<label>..., then the model's dimensions: arousal, ... on the training
     corpus's scale) for an encoded piece; its plot drawn when asked."""
     f, start, end, piece, hidden, frames = item
@@ -263,7 +267,7 @@ def _predict_piece(rec: Any, item: tuple, stats: Any, plot: tuple[Path, str] | N
 
 
 def iter_predictions(
-    rec: Any,
+    rec: EmotionRecognizer,
     files: Sequence[Path],
     segment: float | None = None,
     adapt: bool = False,
@@ -301,7 +305,11 @@ def iter_predictions(
 
 
 def predict_files(
-    rec: Any, files: Sequence[Path], segment: float | None = None, adapt: bool = False, plot_dir: Path | None = None
+    rec: EmotionRecognizer,
+    files: Sequence[Path],
+    segment: float | None = None,
+    adapt: bool = False,
+    plot_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Rows (file, start, end, label, prob_<label>...) and the files that failed with their reason."""
     rows, failed = [], []

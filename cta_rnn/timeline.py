@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from cta_rnn.audio import AudioError, resample
 from cta_rnn.io_utils import one_line
+from cta_rnn.normalization import running_stats
 from cta_rnn.predict import (
     LONG_FACTOR,
     SILENCE_PEAK,
@@ -70,6 +71,10 @@ from cta_rnn.vad import (
     silero_available,
     speech_fraction,
 )
+
+if TYPE_CHECKING:
+    from cta_rnn.inference import EmotionRecognizer
+
 
 DEFAULT_CROP_S = 4.0
 """Window length for a model without ``max_train_seconds``."""
@@ -359,7 +364,7 @@ def speech_pieces(
 
 
 def _batches(
-    rec: Any, reader: BlockReader, jobs: Iterator[tuple[Any, float, float]], batch_size: int
+    rec: EmotionRecognizer, reader: BlockReader, jobs: Iterator[tuple[Any, float, float]], batch_size: int
 ) -> Iterator[tuple[list[Any], torch.Tensor, torch.Tensor]]:
     """Encode ``(key, start s, end s)`` windows in batches (padded, relative lengths): (keys, hidden, frames)."""
     sr = reader.sample_rate
@@ -387,12 +392,15 @@ def _batches(
 
 
 def speaker_statistics(
-    rec: Any, reader: BlockReader, pieces: Sequence[Piece], window: float, batch_size: int, bar: tqdm | None = None
+    rec: EmotionRecognizer,
+    reader: BlockReader,
+    pieces: Sequence[Piece],
+    window: float,
+    batch_size: int,
+    bar: tqdm | None = None,
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
     """Per speaker: (mean, std) of the encoder features of all their speech (non-overlapping windows, running
     sums: nothing kept), and ``cta-rnn predict --adapt``'s warning where there is too little of it."""
-    from cta_rnn.normalisation import running_stats
-
     stats, warnings = {}, []
     start, done = time.perf_counter(), 0.0
     for spk in sorted({p.speaker for p in pieces}):
@@ -416,7 +424,7 @@ def speaker_statistics(
 
 
 def classify_pieces(
-    rec: Any,
+    rec: EmotionRecognizer,
     reader: BlockReader,
     pieces: list[Piece],
     hop: float,
@@ -454,7 +462,7 @@ def classify_pieces(
 
 
 def analyse(
-    rec: Any,
+    rec: EmotionRecognizer,
     path: str | os.PathLike,
     *,
     vad: str = "silero",
@@ -623,7 +631,7 @@ def stream_format(stream: IO[bytes], name: str = "stdin") -> tuple[int, int, byt
 
 
 def iter_live(
-    rec: Any,
+    rec: EmotionRecognizer,
     stream: IO[bytes],
     window: float,
     hop: float,
@@ -687,7 +695,7 @@ def live_line(row: dict[str, Any]) -> str:
     )
 
 
-def run_live(rec: Any, stream: IO[bytes], window: float, hop: float, vad: str) -> int:
+def run_live(rec: EmotionRecognizer, stream: IO[bytes], window: float, hop: float, vad: str) -> int:
     """Print a line per hop; warn (at most every 10 s of stream) when a window took longer than the hop."""
     warned_at = -math.inf
     slow = 0

@@ -54,6 +54,8 @@ from cta_rnn.artifacts import (
     write_model_spec,
     write_test_results,
 )
+from cta_rnn.brain import EmotionBrain, remove_torn_checkpoints
+from cta_rnn.checkpoint import best_checkpoints
 from cta_rnn.data import (
     FOLD_DATA_COLUMNS,
     dimension_targets,
@@ -350,9 +352,6 @@ def train_and_test(
 ) -> dict[str, Any]:
     """Fit keeping the best checkpoints by validation UA, then score the tested model (the best checkpoint, or the
     average of the ``average_checkpoints`` best) on validation and test; returns the scores and epochs."""
-    from cta_rnn.brain import EmotionBrain, remove_torn_checkpoints
-    from cta_rnn.checkpoint import best_checkpoints
-
     if if_main_process():
         for name in remove_torn_checkpoints(hparams["save_folder"]):
             logger.warning("removed checkpoint %s: its save was interrupted (incomplete files)", name)

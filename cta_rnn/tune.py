@@ -42,7 +42,7 @@ from cta_rnn.hparams_schema import (
     split_conf_args,
     yaml_keys,
 )
-from cta_rnn.io_utils import atomic_write_json, atomic_write_text
+from cta_rnn.io_utils import atomic_write_json, atomic_write_text, one_line
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 """Characters left out of a tag (a folder name)."""
@@ -109,12 +109,6 @@ def point_overrides(point: dict[str, Any]) -> str:
     return " ".join(point_args(point))
 
 
-def _one_line(err: BaseException, plain: tuple[type[BaseException], ...] = (OSError, ValueError)) -> str:
-    """The error on one line; types other than ``plain`` (whose messages say it all) are named."""
-    text = " ".join(str(err).split())
-    return text if isinstance(err, plain) and text else f"{type(err).__name__}: {text}"
-
-
 def check_points(
     points: Sequence[dict[str, Any]],
     train_yaml: str | Path,
@@ -154,7 +148,7 @@ def check_points(
             except Exception as err:  # noqa: BLE001 - any failure of a point is reported as that point's
                 raise ValueError(
                     f"{where}: point {i} of {len(points)} ({point_overrides(point)}): "
-                    f"{_one_line(err, (OSError, ValueError, StoreError))}"
+                    f"{one_line(err, (OSError, ValueError, StoreError))}"
                 ) from None
 
 
@@ -245,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         sel = select([Path(e) for e in args.exps])
     except (OSError, ValueError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err, (OSError, ValueError))}", file=sys.stderr)
         return 1
     md = selection_markdown(sel)
     atomic_write_text(Path(f"{args.out}.md"), md)

@@ -67,7 +67,7 @@ def test_gathered_batch_equals_the_store_and_pads_with_zeros(toy: dict[str, Path
 
 def test_cache_modes_yield_identical_batches(toy: dict[str, Path]) -> None:
     from cta_rnn.data import make_loaders, read_fold
-    from cta_rnn.normalisation import FeatureNormalizer
+    from cta_rnn.normalization import FeatureNormalizer
 
     store = EmbeddingStore(toy["store"])
     splits = read_fold(toy["fold"], store)

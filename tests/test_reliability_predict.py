@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from toy_data import toy_manifest, write_toy_fold, write_toy_store
+from toy_data import train_toy_fold
 
 from cta_rnn.commands import main_export, main_predict
 from cta_rnn.predict import plot_stems
@@ -41,26 +41,7 @@ class FakeEncoder:
 
 @pytest.fixture(scope="module")
 def fold(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cta_rnn.train import main
-
-    root = tmp_path_factory.mktemp("toy")
-    m = toy_manifest(n_per_speaker=8, speakers=3)
-    write_toy_store(root / "store", m)
-    write_toy_fold(root / "fold_csv", m, "spk0", "spk1")
-    out = root / "exp" / "cta_rnn_toy" / "fold1"
-    argv = [
-        str(ROOT / "recipes" / "shared" / "hparams" / "train.yaml"),
-        f"--fold_dir={root / 'fold_csv'}",
-        f"--store_dir={root / 'store'}",
-        f"--output_folder={out}",
-        "--number_of_epochs=2",
-        "--batch_size=4",
-        "--max_train_seconds=2.0",
-        "--device=cpu",
-        "--model_kwargs={rnn_hidden: 16, attention_hidden: 8, classifier_hidden: 16}",
-    ]
-    assert main(argv) == 0
-    return out
+    return train_toy_fold(tmp_path_factory.mktemp("toy"), "--number_of_epochs=2", "--batch_size=4")
 
 
 @pytest.fixture()

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from toy_data import toy_manifest, write_toy_fold, write_toy_store
+from toy_data import train_toy_fold
 
 from cta_rnn.audio import load_audio
 from cta_rnn.commands import main_timeline
-from cta_rnn.normalisation import running_stats
+from cta_rnn.normalization import running_stats
 from cta_rnn.plots import timeline_figure
 from cta_rnn.rttm import RTTMError, intersect, read_rttm, speaker_intervals, turns_for
 from cta_rnn.timeline import (
@@ -77,28 +77,8 @@ class ToneEncoder:
 
 @pytest.fixture(scope="module")
 def fold(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cta_rnn.train import main
-
-    root = tmp_path_factory.mktemp("toy")
-    m = toy_manifest(n_per_speaker=16, speakers=4)
-    write_toy_store(root / "store", m)
-    write_toy_fold(root / "fold_csv", m, "spk0", "spk1")
-    out = root / "exp" / "cta_rnn_toy" / "fold1"
-    argv = [
-        str(ROOT / "recipes" / "shared" / "hparams" / "train.yaml"),
-        f"--fold_dir={root / 'fold_csv'}",
-        f"--store_dir={root / 'store'}",
-        f"--output_folder={out}",
-        "--number_of_epochs=8",
-        "--batch_size=8",
-        "--lr=0.01",
-        "--max_train_seconds=2.0",
-        "--normalization=speaker",
-        "--device=cpu",
-        "--model_kwargs={rnn_hidden: 16, attention_hidden: 8, classifier_hidden: 16}",
-    ]
-    assert main(argv) == 0
-    return out
+    args = ("--number_of_epochs=8", "--batch_size=8", "--lr=0.01", "--normalization=speaker")
+    return train_toy_fold(tmp_path_factory.mktemp("toy"), *args, n_per_speaker=16, speakers=4)
 
 
 @pytest.fixture()

@@ -143,3 +143,25 @@ def toy_training_argv(
         "--model_kwargs={rnn_hidden: 32, attention_hidden: 16, classifier_hidden: 32}",
         *overrides,
     ]
+
+
+def train_toy_fold(root: Path, *overrides: str, n_per_speaker: int = 8, speakers: int = 3) -> Path:
+    """Train one small toy fold (test spk0, validate spk1) under ``root``; its folder ``exp/cta_rnn_toy/fold1``."""
+    from cta_rnn.train import main
+
+    m = toy_manifest(n_per_speaker=n_per_speaker, speakers=speakers)
+    write_toy_store(root / "store", m)
+    write_toy_fold(root / "fold_csv", m, "spk0", "spk1")
+    out = root / "exp" / "cta_rnn_toy" / "fold1"
+    argv = [
+        str(ROOT / "recipes" / "shared" / "hparams" / "train.yaml"),
+        f"--fold_dir={root / 'fold_csv'}",
+        f"--store_dir={root / 'store'}",
+        f"--output_folder={out}",
+        "--max_train_seconds=2.0",
+        "--device=cpu",
+        "--model_kwargs={rnn_hidden: 16, attention_hidden: 8, classifier_hidden: 16}",
+        *overrides,
+    ]
+    assert main(argv) == 0
+    return out

@@ -11,6 +11,8 @@ import soundfile as sf
 from cta_rnn import EMOTIONS
 
 Log = Callable[[str], None]
+CORPUS_COLUMNS = ["ID", "wav", "duration", "emotion", "speaker", "session", "gender", "dialog", "condition", "text"]
+"""Manifest columns of the licensed corpora (IEMOCAP, MSP-IMPROV), before their dimension ratings."""
 Counts = Mapping[object, Mapping[str, int]]
 
 

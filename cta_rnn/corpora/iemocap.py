@@ -21,6 +21,7 @@ import pandas as pd
 
 from cta_rnn import DIMENSIONS
 from cta_rnn.corpora.common import (
+    CORPUS_COLUMNS,
     Log,
     count_table,
     diff_counts,
@@ -43,19 +44,7 @@ CODE_MAP = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"
 """Codes kept (exc merged into hap); every other known code is dropped."""
 DROPPED_CODES = frozenset({"fru", "sur", "fea", "dis", "oth", "xxx"})
 CONDITIONS = ("impro", "script")
-COLUMNS = [
-    "ID",
-    "wav",
-    "duration",
-    "emotion",
-    "speaker",
-    "session",
-    "gender",
-    "dialog",
-    "condition",
-    "text",
-    *DIMENSIONS,
-]
+COLUMNS = [*CORPUS_COLUMNS, *DIMENSIONS]
 """Manifest columns; the dimensions are the mean annotator ratings (1-5) of the label line's ``[V, A, D]``."""
 
 NUM = r"\d+(?:\.\d*)?"

@@ -24,6 +24,7 @@ import pandas as pd
 
 from cta_rnn import DIMENSIONS
 from cta_rnn.corpora.common import (
+    CORPUS_COLUMNS,
     Log,
     count_table,
     diff_counts,
@@ -44,19 +45,7 @@ LABEL_MAP = {"A": "ang", "H": "hap", "S": "sad", "N": "neu"}
 DROPPED_LABELS = frozenset({"O", "X"})  # other, no agreement
 CONDITIONS = ("T", "R", "S", "P")
 LABEL_FILES = ("Evaluation.txt", "Evalution.txt")
-COLUMNS = [
-    "ID",
-    "wav",
-    "duration",
-    "emotion",
-    "speaker",
-    "session",
-    "gender",
-    "dialog",
-    "condition",
-    "text",
-    *DIMENSIONS,
-]
+COLUMNS = [*CORPUS_COLUMNS, *DIMENSIONS]
 """Manifest columns; a dimension the consensus line rates ``NaN`` or lacks is an empty cell."""
 
 ID_RE = re.compile(

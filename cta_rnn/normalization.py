@@ -101,11 +101,11 @@ class FeatureNormalizer(nn.Module):
         """(B or 1, L, D) scale and shift of ``x * scale + shift`` = ((x - m_spk) / s_spk - m) / s."""
         scale, shift = 1.0 / self.std[None], -self.mean[None] / self.std[None]
         if self.mode == "speaker":
-            mean, std = self.speaker_stats(batch, speaker_idx)
+            mean, std = self.batch_stats(batch, speaker_idx)
             scale, shift = scale / std, shift - mean * scale / std
         return scale, shift
 
-    def speaker_stats(self, batch: int, speaker_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_stats(self, batch: int, speaker_idx: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, D) mean and std for a batch: table rows, the fallback where the index is -1 or no table is set."""
         fallback = self.fallback_mean.expand(batch, -1, -1), self.fallback_std.expand(batch, -1, -1)
         if speaker_idx is None or self.speaker_mean.shape[0] == 0:
