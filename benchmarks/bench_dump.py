@@ -173,7 +173,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch_seconds", type=float, default=60.0)
     ap.add_argument("--num_workers", type=int, default=1)
-    ap.add_argument("--frame_pool", type=int, default=1)
+    ap.add_argument("--frame_pool", type=int, default=None, help="override the YAML's frame_pool")
     ap.add_argument("--verify_gb", type=float, help="only time integrity checks on a synthetic large-v3 store")
     args = ap.parse_args()
     if sum(map(bool, (args.manifest, args.shape, args.verify_gb))) != 1:
@@ -191,7 +191,10 @@ def main() -> None:
 
             _, spec = load_encoder_spec(ENC_DIR / f"{args.encoder}.yaml")
             name, manifest = args.encoder, read_manifest(args.manifest).head(args.n or 60)
-        encoder = build_encoder({**spec, "frame_pool": args.frame_pool}, device=args.device)
+        if args.frame_pool is not None:
+            spec = {**spec, "frame_pool": args.frame_pool}
+        args.frame_pool = spec.get("frame_pool") or 1
+        encoder = build_encoder(spec, device=args.device)
         report(args, name, encoder, manifest, tmp / "store")
 
 
