@@ -69,9 +69,12 @@ start_log() {  # start_log <log> <cmd...>: append a header naming the command
     { printf '=== %s' "$(date '+%F %T')"; printf ' %q' "${@:2}"; echo; } >> "$1"
 }
 log_noise="torchvision is not available"  # warnings every run prints: not shown on the console
-show_log() {  # show_log <log>: the warnings and the last line of a successful step, on the console
+show_warnings() {  # show_warnings <log>: the warnings of a successful step, on the console
     last_run "$1" | grep -E '(^|[^A-Za-z])(WARNING|warning:)' | grep -v "${log_noise}" | head -n 20 | cut -c1-300 >&2 \
         || true
+}
+show_log() {  # show_log <log>: the warnings and the last line of a successful step, on the console
+    show_warnings "$1"
     last_run "$1" | grep -v '^[[:space:]]*$' | tail -n 1 | cut -c1-300 | sed 's/^/    /' >&2 || true
 }
 run_logged() {  # run_logged <log> <what> <cmd...>: output appended to <log>; a failure is one line naming it
@@ -206,7 +209,7 @@ train_folds() {  # train_folds <model> <expdir> [overrides...]: stage 2 for one 
         elif last_run "${flog}" | grep -q '^error: ' || [ ! -f "${expdir}/fold${k}/test_results.json" ]; then
             why="stage 2 (${m} fold ${k}) failed: $(last_error "${flog}") (log: ${flog})"
         else
-            show_log "${flog}"
+            show_warnings "${flog}"  # its scores are in the job's "fold k done" line
             continue
         fi
         failed=$((failed + 1))
