@@ -490,8 +490,9 @@ FOLD_KEY = "{fold}"
 """Placeholder in the arguments of ``--folds``: replaced by each fold's number (``--fold_dir=.../fold{fold}``)."""
 
 
-def train_once(argv: Sequence[str]) -> None:
-    """One fold from its command line (``--conf``, ``--replay_script``, SpeechBrain arguments and overrides)."""
+def train_once(argv: Sequence[str]) -> dict[str, Any] | None:
+    """One fold from its command line (``--conf``, ``--replay_script``, SpeechBrain arguments and overrides); its
+    results, or None when it had already finished (skipped)."""
     confs, rest = split_conf_args(argv)
     replay, rest = pop_option(rest, "replay_script")
     hparams_file, run_opts, cli_overrides = sb.parse_arguments(rest)
@@ -500,7 +501,7 @@ def train_once(argv: Sequence[str]) -> None:
     run_opts = with_device(run_opts, str(training_device(run_opts)))  # SpeechBrain and the cache: one device
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         sb.utils.distributed.ddp_init_group(run_opts)
-    run_fold(hparams_file, run_opts, overrides, replay[-1] if replay else None)
+    return run_fold(hparams_file, run_opts, overrides, replay[-1] if replay else None)
 
 
 def fold_argv(argv: Sequence[str], fold: int) -> list[str]:
@@ -556,7 +557,7 @@ def train_folds(folds: Sequence[int], argv: Sequence[str]) -> int:
         try:
             with output_to(out / "stdout.log" if out else None, args):
                 try:
-                    train_once(args)
+                    trained = train_once(args)
                 except (RunRefused, StoreError, OSError, ValueError) as err:  # HparamsError is a ValueError
                     logger.debug("refused", exc_info=True)
                     print(f"error: {one_line(err)}", file=sys.stderr)
@@ -571,8 +572,9 @@ def train_folds(folds: Sequence[int], argv: Sequence[str]) -> int:
         done = read_test_results(out) if out else None
         scores = [f"test {k} {done['test'][k]:.3f}" for k in ("UA", "CCC") if done and k in done["test"]]
         ua = "".join(f"{x}, " for x in scores)
+        state = "done" if trained is not None else "already finished (skipped; --force=true retrains it)"
         progress.say(
-            f"    fold {fold} done: {ua}{time.perf_counter() - t0:.0f} s ({n}/{len(folds)} of this job, "
+            f"    fold {fold} {state}: {ua}{time.perf_counter() - t0:.0f} s ({n}/{len(folds)} of this job, "
             f"{time.perf_counter() - start:.0f} s)"
         )
     return failed

@@ -17,6 +17,9 @@ samples.
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -35,8 +38,6 @@ Region = tuple[float, float]
 
 def silero_available() -> bool:
     """Whether the ``silero-vad`` package can be imported."""
-    import importlib.util
-
     return importlib.util.find_spec("silero_vad") is not None
 
 
@@ -50,7 +51,6 @@ def load_silero() -> torch.jit.ScriptModule:
         import silero_vad
     finally:
         torch.set_num_threads(threads)
-    import warnings
 
     with warnings.catch_warnings():  # torch.jit.load and importlib.resources.path are deprecated (both work)
         warnings.simplefilter("ignore", FutureWarning)

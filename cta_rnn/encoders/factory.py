@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from cta_rnn.artifacts import ENCODER_SPEC_KEYS as KEYS
 from cta_rnn.encoders.base import LayerwiseEncoder
@@ -16,8 +17,6 @@ BACKENDS = ("whisper", "ct2-whisper", "ssl", "speechbrain", "wenet")
 def load_spec(spec: dict[str, Any] | str | Path, overrides: dict[str, Any] | str | None = None) -> dict[str, Any]:
     """A validated spec from a dict or a YAML path (hyperpyyaml); ``overrides``: a dict or YAML text."""
     if isinstance(overrides, str):
-        import yaml
-
         overrides = yaml.safe_load(overrides) or {}
     if isinstance(spec, (str, Path)):
         from hyperpyyaml import load_hyperpyyaml

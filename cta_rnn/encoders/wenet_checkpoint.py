@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def resolve_files(source: str | Path) -> tuple[Path, Path]:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """``train.yaml`` as a dict (plain YAML: WeNet writes no tags)."""
-    import yaml
-
     if not path.is_file():
         raise WenetFileNotFoundError(f"{path}: not found; the WeNet folder must hold the training config {CONFIG}")
     with open(path, encoding="utf-8") as f:
