@@ -21,7 +21,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cta_rnn import device
 from cta_rnn.artifacts import available_folds, select_folds, write_encoder_json, write_folds_list
 from cta_rnn.corpora.custom import supported_protocols, write_label_overrides
 from cta_rnn.corpora.folds import ALL_PROTOCOLS
@@ -32,7 +31,6 @@ from cta_rnn.hparams_schema import (
     parse_cli_overrides,
     yaml_keys,
 )
-from cta_rnn.store import is_complete
 
 
 def check_protocol(name: str) -> None:
@@ -45,6 +43,8 @@ def check_protocol(name: str) -> None:
 
 def check_store(store_dir: str | Path) -> None:
     """A finished embedding store (stage 1 done)."""
+    from cta_rnn.store import is_complete  # torch: imported only by the questions that need it (each is a process)
+
     if not is_complete(store_dir):
         state = "an unfinished dump" if Path(store_dir).is_dir() else "no embedding store"
         raise FileNotFoundError(f"{store_dir}: {state} there; run stage 1 (the dump) first")
@@ -83,6 +83,8 @@ def answer(args: argparse.Namespace) -> None:
     elif args.cmd == "store":
         check_store(args.store_dir)
     elif args.cmd == "ngpu":
+        from cta_rnn import device  # torch, as above
+
         device.check_gpu_count(args.ngpu, device.facts())
     elif args.cmd == "suffix":
         rest = args.overrides[1:] if args.overrides[:1] == ["--"] else args.overrides
