@@ -122,6 +122,7 @@ def test_stage_2_before_stage_1_says_run_stage_1(tmp_path: Path) -> None:
     assert not (recipe / "exp").exists()
 
 
+@pytest.mark.slow
 def test_a_python_error_in_a_stage_is_one_line_with_the_log(tmp_path: Path) -> None:
     recipe = make_recipe(tmp_path)
     config = recipe / "broken.yaml"

@@ -114,6 +114,7 @@ def test_killed_run_resumes_to_the_same_result(toy: dict[str, Path], tmp_path: P
     assert pd.read_csv(ref / "predictions.csv").equals(pd.read_csv(resumed / "predictions.csv"))
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_gloo(toy: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

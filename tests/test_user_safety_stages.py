@@ -77,6 +77,7 @@ def test_tune_tags_are_unique_and_unambiguous(tmp_path: Path) -> None:
         tune.grid_points(y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("grid", "message"),
     [
