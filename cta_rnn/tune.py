@@ -158,6 +158,11 @@ def fold_scores(exp_dir: Path) -> dict[int, dict[str, float]]:
     for fold in sorted(Path(exp_dir).glob("fold*")):
         res = read_test_results(fold)
         if res is not None and fold.name[4:].isdigit():
+            if "valid_UA" not in res:
+                raise ValueError(
+                    f"{fold}: no validation UA (task dimensional): stage 5 chooses by validation UA; "
+                    "tune a task that has classes (categorical or both)"
+                )
             out[int(fold.name[4:])] = {"valid_UA": float(res["valid_UA"]), "test_UA": float(res["test"]["UA"])}
     return out
 

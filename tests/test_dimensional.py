@@ -179,3 +179,13 @@ def test_a_dimensional_task_without_the_columns_is_one_clear_error(tmp_path: Pat
         "(rerun stage 0 to add them, or set 'dimensions')"
     )
     assert not (tmp_path / "out" / "save").exists() or not any((tmp_path / "out" / "save").iterdir())
+
+
+def test_stage_5_on_a_dimensional_experiment_is_one_clear_error(tmp_path: Path) -> None:
+    from cta_rnn.tune import fold_scores
+
+    fold = tmp_path / "exp" / "fold1"
+    fold.mkdir(parents=True)
+    (fold / "test_results.json").write_text(json.dumps({"test": {"CCC": 0.5}, "valid_CCC": 0.4}))
+    with pytest.raises(ValueError, match=r"fold1: no validation UA \(task dimensional\)"):
+        fold_scores(tmp_path / "exp")
