@@ -17,7 +17,7 @@ from speechbrain.utils.distributed import if_main_process
 from cta_rnn.artifacts import predictions_frame, write_predictions
 from cta_rnn.checkpoint import best_checkpoints, best_model_state
 from cta_rnn.dimensional import ccc_loss, dimension_scores, mean_ccc, mse_loss
-from cta_rnn.io_utils import epoch_seed
+from cta_rnn.io_utils import atomic_write_text, epoch_seed
 from cta_rnn.metrics import classification_scores
 from cta_rnn.models import split_outputs
 
@@ -25,15 +25,34 @@ COMPLETE = "COMPLETE"
 """Marker file written into a checkpoint folder once SpeechBrain has finished saving it."""
 
 
-def remove_torn_checkpoints(save_folder: str | Path) -> list[str]:
-    """Delete checkpoint folders a kill interrupted mid-save (no COMPLETE marker); returns their names.
+def mark_complete(ckpt: Path) -> None:
+    """Write ``COMPLETE`` into a checkpoint whose files are all saved, listing them (once per checkpoint)."""
+    marker = ckpt / COMPLETE
+    if not marker.exists():
+        names = sorted(f.name for f in ckpt.iterdir() if f.name != COMPLETE and not f.name.startswith("."))
+        atomic_write_text(marker, "".join(f"{n}\n" for n in names))
 
-    SpeechBrain writes a checkpoint's CKPT.yaml before its parameter files, so a process killed during
-    the save leaves a folder that looks valid but cannot be loaded.
+
+def is_torn(ckpt: Path) -> bool:
+    """A checkpoint a kill interrupted: no ``COMPLETE`` marker (killed mid-save), or a file the marker lists is
+    gone (killed while SpeechBrain deleted it as no longer among the best). An empty marker (older runs) lists
+    nothing to check."""
+    marker = ckpt / COMPLETE
+    if not marker.is_file():
+        return True
+    return any(not (ckpt / name).exists() for name in marker.read_text(encoding="utf-8").split())
+
+
+def remove_torn_checkpoints(save_folder: str | Path) -> list[str]:
+    """Delete checkpoint folders a kill interrupted (:func:`is_torn`); returns their names.
+
+    SpeechBrain writes a checkpoint's CKPT.yaml before its parameter files, and deletes a checkpoint that drops
+    out of the best file by file: a process killed during either leaves a folder that looks valid but cannot be
+    loaded.
     """
     removed = []
     for ckpt in sorted(Path(save_folder).glob("CKPT+*")):
-        if ckpt.is_dir() and not (ckpt / COMPLETE).exists():
+        if ckpt.is_dir() and is_torn(ckpt):
             shutil.rmtree(ckpt)
             removed.append(ckpt.name)
     return removed
@@ -205,7 +224,7 @@ class EmotionBrain(sb.Brain):
             )
             if if_main_process():  # SpeechBrain writes CKPT.yaml first: mark checkpoints whose files are all there
                 for ckpt in self.checkpointer.list_checkpoints():
-                    (ckpt.path / COMPLETE).touch()
+                    mark_complete(ckpt.path)
             self.timing["checkpoints_s"] += time.perf_counter() - start
         elif self.evaluating == "valid":
             self.valid_stats = stats

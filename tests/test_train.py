@@ -139,7 +139,8 @@ def test_ddp_two_cpu_processes_gloo(toy: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_checkpoint_torn_by_a_kill_is_removed_before_resuming(toy: dict[str, Path], tmp_path: Path) -> None:
-    """SpeechBrain writes CKPT.yaml before the parameters: a kill in between must not break the resume."""
+    """SpeechBrain writes CKPT.yaml before the parameters, and deletes a checkpoint that drops out of the best file
+    by file: a kill during either must not break the resume."""
     import shutil
 
     from cta_rnn.train import main
@@ -152,7 +153,11 @@ def test_checkpoint_torn_by_a_kill_is_removed_before_resuming(toy: dict[str, Pat
     shutil.copytree(good[-1], torn)
     (torn / "COMPLETE").unlink()
     (torn / "model.ckpt").write_bytes(b"\x00" * 10)  # truncated by the kill
+    assert "optimizer.ckpt" in (good[-1] / "COMPLETE").read_text().split()  # the marker lists the files
+    half_deleted = out / "save" / "CKPT+2098-01-01+00-00-00+00"
+    shutil.copytree(good[-1], half_deleted)
+    (half_deleted / "optimizer.ckpt").unlink()  # killed while SpeechBrain deleted it, marker still there
     (out / "test_results.json").unlink()
     main(args(toy, out, 2))  # the same hyperparameters: other ones would be refused (test_reliability_train.py)
-    assert not torn.exists()
+    assert not torn.exists() and not half_deleted.exists()
     assert json.loads((out / "test_results.json").read_text())["epochs_run"] == 2
