@@ -414,12 +414,13 @@ def inference_hparams(spec: dict[str, Any], encoder_overrides: dict[str, Any] | 
 def hyperparams_yaml(spec: dict[str, Any]) -> str:
     """The exported ``hyperparams.yaml``: SpeechBrain's inference convention (modules + pretrainer)."""
     plain = yaml.safe_dump(inference_hparams(spec), sort_keys=False)
+    classes, dims = head_sizes(spec)
     model_args = {
         "num_layers": int(spec["num_layers"]),
         "input_dim": int(spec["dim"]),
-        "num_classes": head_sizes(spec)[0],
+        "num_classes": classes,
         "normalization": spec.get("normalization", "global"),
-        **({"num_dimensions": head_sizes(spec)[1]} if head_sizes(spec)[1] else {}),
+        **({"num_dimensions": dims} if dims else {}),
         **(spec.get("model_kwargs") or {}),
     }
     args = yaml.safe_dump(model_args, sort_keys=False).strip().replace("\n", "\n    ")
@@ -490,6 +491,7 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
     """A short README for an exported model (a model hub's card)."""
     test = scores.get("test", {})
     enc = spec.get("encoder") or {}
+    classes, dims = head_sizes(spec)
     lines = [
         "---",
         "library_name: speechbrain",
@@ -503,7 +505,7 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
         else f"Exported from `{fold_dir}` **before its training finished** (`--allow_unfinished`): best checkpoint "
         "so far, never tested.",
         "",
-        f"- labels: {', '.join(spec['labels'])}" if head_sizes(spec)[0] else "- labels: none (task dimensional)",
+        f"- labels: {', '.join(spec['labels'])}" if classes else "- labels: none (task dimensional)",
         f"- encoder: {enc.get('name') or enc.get('source')} ({enc.get('backend')}, source `{enc.get('source')}`, "
         f"revision `{enc.get('revision')}`), layers {spec['layers']} x {spec['dim']} at {spec['frame_rate']} Hz",
         f"- normalisation: {spec.get('normalization')}",
@@ -513,7 +515,7 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
             f"- trained on {spec['max_train_seconds']} s crops: labels of clips much longer than that are "
             "unreliable (the model never saw such lengths); use `--segment` for long recordings"
         )
-    if head_sizes(spec)[1]:
+    if dims:
         stats = spec.get("dimension_stats") or {}
         scale = ", ".join(f"{d} (training mean {stats[d][0]:.2f}, sd {stats[d][1]:.2f})" for d in stats)
         lines.append(
@@ -535,7 +537,7 @@ def model_card(fold_dir: Path, spec: dict[str, Any], scores: dict[str, Any]) -> 
         "from cta_rnn.inference import EmotionRecognizer",
         'rec = EmotionRecognizer.from_hparams(source="<this folder>", savedir="pretrained/ser")',
         'probs, score, index, label = rec.classify_file("speech.wav")'
-        if head_sizes(spec)[0]
+        if classes
         else 'dims = rec.predict_file("speech.wav")["dimensions"]',
         "```",
         "",
