@@ -563,9 +563,16 @@ def analyse(
     )
 
 
+SEGMENT_FIELDS = ("start", "end", "speaker", "label", "confidence")
+
+
 def segment_line(row: dict[str, Any]) -> str:
-    """``start<TAB>end<TAB>speaker<TAB>label<TAB>confidence`` (speaker ``-`` when unknown)."""
-    return f"{row['start']:.2f}\t{row['end']:.2f}\t{row['speaker'] or '-'}\t{row['label']}\t{row['confidence']:.3f}"
+    """``start<TAB>end<TAB>speaker<TAB>label<TAB>confidence``, then ``<TAB>arousal=3.12 ...`` for a model with
+    dimensions; ``-`` for an unknown speaker, and for the label and confidence of a model without classes."""
+    confidence = f"{row['confidence']:.3f}" if "confidence" in row else "-"
+    fields = [f"{row['start']:.2f}", f"{row['end']:.2f}", row["speaker"] or "-", row["label"] or "-", confidence]
+    dims = " ".join(f"{k}={v:.2f}" for k, v in row.items() if k not in SEGMENT_FIELDS and not k.startswith("prob_"))
+    return "\t".join(fields + ([dims] if dims else []))
 
 
 def plot_result(result: TimelineResult, path: str | os.PathLike) -> Path:

@@ -116,3 +116,16 @@ def test_cross_corpus_path_scores_the_targets_ratings(folds, tmp_path: Path) -> 
     assert np.allclose(merged["pred_arousal"], merged["pred_arousal_fold"], atol=1e-3)
     assert read_model_spec(folds["both"])["select_by"] == "UA"
     torch.testing.assert_close(model.regressor.mean, torch.tensor([spec["dimension_stats"][d][0] for d in DIMS]))
+
+
+def test_timeline_cli_prints_the_dimensions_also_without_classes(folds, encoder, tmp_path: Path, capsys) -> None:
+    from cta_rnn.commands import main_timeline
+
+    wav = write(tmp_path / "talk.wav", tones([("neu", 3.0), ("ang", 3.0)]))
+    for task in ("both", "dimensional"):
+        argv = ["--model", str(folds[task]), str(wav), "--vad", "none", "--device", "cpu", "--quiet"]
+        assert main_timeline(argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines and all(line.split("\t")[-1].startswith("arousal=") for line in lines)
+        if task == "dimensional":
+            assert all(line.split("\t")[3:5] == ["-", "-"] for line in lines)  # no label, no confidence
