@@ -49,8 +49,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from cta_rnn.audio import AudioError, resample
-from cta_rnn.io_utils import one_line
+from cta_rnn.audio import AudioError, resample, unreadable
 from cta_rnn.normalization import running_stats
 from cta_rnn.predict import (
     LONG_FACTOR,
@@ -109,9 +108,7 @@ class BlockReader:
         try:
             self._file = sf.SoundFile(str(path))
         except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
-            if not os.path.exists(path):
-                raise AudioError(path, "file not found") from None
-            raise AudioError(path, f"unreadable audio ({one_line(err)})") from None
+            raise unreadable(path, err) from None
         self.in_rate, self.channels, self.in_frames = self._file.samplerate, self._file.channels, self._file.frames
         if self.in_frames <= 0:
             raise AudioError(path, "empty audio (0 samples)")
@@ -119,6 +116,7 @@ class BlockReader:
         g = math.gcd(self.in_rate, sample_rate)
         self._in_step, self._out_step = self.in_rate // g, sample_rate // g
         width = math.ceil(6 * self._in_step / (0.99 * min(self._in_step, self._out_step)))  # torchaudio's kernel
+        # (the polyphase filter of odd rates reaches 10 * max(in, out) / out input samples: within two steps)
         self._context = self._in_step * (math.ceil(width / self._in_step) + 2)
         self.frames = math.ceil(self.in_frames * self._out_step / self._in_step)
         self.peak_samples = 0
@@ -348,10 +346,14 @@ def scan(reader: BlockReader, vad: Any, bar: tqdm | None = None) -> tuple[list[R
 
 
 def _advance(bar: tqdm | None, seconds: float, start: float, done: float) -> None:
-    """Move a progress bar on by ``seconds`` of audio, showing the real-time factor so far."""
+    """Move a progress bar on by ``seconds`` of audio, showing the real-time factor so far.
+
+    The position is ``done`` clamped to the total: summed float seconds (and the resampled length's rounding)
+    may pass the total by a hair, which tqdm would warn about.
+    """
     if bar is not None:
         bar.set_postfix(rtf=f"{(time.perf_counter() - start) / max(done, 1e-9):.3f}", refresh=False)
-        bar.update(seconds)
+        bar.update(min(done, bar.total) - bar.n if bar.total is not None else seconds)
 
 
 def speech_pieces(
@@ -500,7 +502,7 @@ def analyse(
     bar_kw = {"file": sys.stderr, "disable": not progress, "leave": True, "bar_format": BAR_FORMAT}
     with BlockReader(path, SAMPLE_RATE) as vad_reader:
         duration = vad_reader.duration
-        with tqdm(total=duration, desc="speech", **bar_kw) as bar:
+        with tqdm(total=vad_reader.frames / vad_reader.sample_rate, desc="speech", **bar_kw) as bar:
             regions, env = scan(vad_reader, detector, bar)
         vad_peak = vad_reader.peak_samples
     if env.peak < SILENCE_PEAK:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -296,7 +297,7 @@ def test_silero_vad_finds_synthetic_speech_block_by_block(one_thread_torch: None
 # --- block reading ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sr", "channels"), [(44100, 2), (22050, 1), (8000, 1), (16000, 2)])
+@pytest.mark.parametrize(("sr", "channels"), [(44100, 2), (22050, 1), (8000, 1), (16000, 2), (11127, 1)])
 def test_blocks_equal_the_whole_file_resampled_at_once(tmp_path: Path, sr: int, channels: int) -> None:
     x = np.random.default_rng(0).normal(0, 0.1, (int(sr * 5.3), channels)).astype(np.float32)
     path = write(tmp_path / "a.flac", x, sr, subtype="PCM_24")
@@ -305,6 +306,23 @@ def test_blocks_equal_the_whole_file_resampled_at_once(tmp_path: Path, sr: int, 
     assert reader.frames == whole.numel()
     np.testing.assert_allclose(torch.cat(list(reader.blocks(20011))), whole, atol=1e-6)
     np.testing.assert_allclose(reader.read(12345, 54321), whole[12345:54321], atol=1e-6)
+
+
+def test_progress_never_passes_the_total(tmp_path: Path) -> None:
+    """Float seconds summed piece by piece (and a resampled length rounded up) end a hair past the total: the
+    bar stops at the total instead of tqdm's 'clamping frac' warning."""
+    from tqdm import tqdm
+
+    from cta_rnn.timeline import _advance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with tqdm(total=1.0, file=io.StringIO(), mininterval=0) as bar:
+            done = 0.0
+            for _ in range(10):
+                done += 0.1
+                _advance(bar, 0.1, 0.0, done + 1e-9)
+    assert bar.n == 1.0
 
 
 def test_envelope_keeps_min_and_max_per_bucket_whatever_the_blocks() -> None:
