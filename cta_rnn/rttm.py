@@ -1,7 +1,8 @@
 """Speaker turns from a diarisation in RTTM, for ``cta-rnn timeline --rttm``.
 
 A line ``SPEAKER <file-id> <chan> <onset> <dur> <NA> <NA> <speaker> <NA> <NA>`` is one turn (times in seconds);
-lines of other types (``SPKR-INFO``, ``LEXEME``...), blank lines and ``;;`` comments are ignored. A malformed
+lines of other types (``SPKR-INFO``, ``LEXEME``...), blank lines and ``;;`` comments are ignored; fields are separated
+by whitespace, or by tabs in a tab-separated file (a speaker name may then hold spaces). A malformed
 SPEAKER line is refused with ``file:line: problem`` (:class:`RTTMError`).
 
 Overlapping speech: where several turns overlap, the stretch goes to the speaker with the longer turn (the
@@ -36,6 +37,16 @@ def _number(path: Path, line: int, what: str, token: str) -> float:
     return value
 
 
+def _fields(line: str) -> list[str]:
+    """An RTTM line's fields: split on whitespace (NIST), or on tabs in a tab-separated file, whose speaker names
+    may hold spaces (``Dr Smith``)."""
+    if "\t" in line:
+        tabbed = [f.strip() for f in line.strip().split("\t")]
+        if len(tabbed) >= 8 and all(tabbed[:8]):
+            return tabbed
+    return line.split()
+
+
 def read_rttm(path: str | os.PathLike) -> pd.DataFrame:
     """All SPEAKER turns of an RTTM file: columns file_id, channel, start, end, speaker, line (1-based)."""
     path = Path(path)
@@ -47,7 +58,7 @@ def read_rttm(path: str | os.PathLike) -> pd.DataFrame:
         raise RTTMError(f"{path}: cannot be read as RTTM text ({' '.join(str(err).split())})") from None
     rows = []
     for n, raw in enumerate(text.splitlines(), start=1):
-        fields = raw.split()
+        fields = _fields(raw)
         if not fields or fields[0].startswith(";;") or fields[0] != "SPEAKER":
             continue
         if len(fields) < 8:

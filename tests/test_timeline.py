@@ -188,6 +188,16 @@ def test_rttm_is_parsed_exactly_and_other_line_types_are_ignored(tmp_path: Path)
     assert list(zip(mine.start, mine.end, mine.speaker)) == [(0.0, 6.0, "A"), (5.5, 13.0, "B"), (14.0, 15.0, "A")]
 
 
+def test_a_tab_separated_rttm_keeps_speaker_names_with_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "d.rttm"
+    path.write_text(
+        "SPEAKER\ttalk\t1\t0.00\t6.00\t<NA>\t<NA>\tDr Smith\t<NA>\t<NA>\n"
+        "SPEAKER talk 1 6.50 1.25 <NA> <NA> B <NA> <NA>\n"
+    )
+    turns = read_rttm(path)
+    assert list(zip(turns.start, turns.end, turns.speaker)) == [(0.0, 6.0, "Dr Smith"), (6.5, 7.75, "B")]
+
+
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
