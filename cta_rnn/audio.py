@@ -9,7 +9,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from scipy.signal import resample_poly
 
 from cta_rnn.io_utils import one_line
 
@@ -38,6 +37,8 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     up, down = new_sr // g, orig_sr // g
     if max(up, down) <= POLYPHASE_ABOVE:
         return AF.resample(wav, orig_sr, new_sr)
+    from scipy.signal import resample_poly  # here: importing scipy.signal costs every process 0.75 s
+
     out = resample_poly(wav.detach().cpu().numpy(), up, down, axis=-1)
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(wav.device)
 
