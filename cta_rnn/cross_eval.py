@@ -37,7 +37,7 @@ from cta_rnn.brain import EmotionBrain
 from cta_rnn.checkpoint import load_fold_model
 from cta_rnn.data import eval_loader, stats_per_speaker
 from cta_rnn.feature_cache import FeatureSource
-from cta_rnn.io_utils import atomic_write_text
+from cta_rnn.io_utils import atomic_write_text, one_line
 from cta_rnn.models import head_sizes
 from cta_rnn.results_md import fmt_num, fmt_pct, write_results_md
 from cta_rnn.scoring import score_experiment, summary_line
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.target_advice,
         )
     except (OSError, ValueError, StoreError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
 
     print(summary_line(args.out, score_experiment(args.out)))

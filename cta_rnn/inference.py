@@ -49,7 +49,7 @@ from cta_rnn.artifacts import (
 from cta_rnn.audio import load_audio
 from cta_rnn.checkpoint import load_fold_model
 from cta_rnn.encoders.base import LayerwiseEncoder
-from cta_rnn.io_utils import _umask, atomic_write_json, atomic_write_text
+from cta_rnn.io_utils import _umask, atomic_write_json, atomic_write_text, one_line
 from cta_rnn.models import build_model, head_sizes, split_outputs
 from cta_rnn.normalization import running_stats
 from cta_rnn.predict import adapt_warning, check_model_dir, clip_warnings
@@ -146,7 +146,7 @@ def hparams_labels(path: Path) -> list[str]:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_PlainLoader)
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        raise ValueError(f"{path}: not valid YAML ({one_line(err)})") from None
     labels = doc.get("labels") if isinstance(doc, dict) else None
     if not isinstance(labels, list) or not labels:
         raise ValueError(f"{path}: no 'labels' list")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cta_rnn.io_utils import one_line
+
 FIELDS = "SPEAKER <file-id> <chan> <onset> <dur> <NA> <NA> <speaker> <NA> <NA>"
 Interval = tuple[float, float, str]
 
@@ -55,7 +57,7 @@ def read_rttm(path: str | os.PathLike) -> pd.DataFrame:
     except FileNotFoundError:
         raise RTTMError(f"{path}: no such RTTM file") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise RTTMError(f"{path}: cannot be read as RTTM text ({' '.join(str(err).split())})") from None
+        raise RTTMError(f"{path}: cannot be read as RTTM text ({one_line(err)})") from None
     rows = []
     for n, raw in enumerate(text.splitlines(), start=1):
         fields = _fields(raw)
