@@ -341,19 +341,19 @@ def scan(reader: BlockReader, vad: Any, bar: tqdm | None = None) -> tuple[list[R
         env.feed(block.numpy())
         vad.feed(block)
         done += block.numel()
-        _advance(bar, block.numel() / reader.sample_rate, start, done / reader.sample_rate)
+        _advance(bar, start, done / reader.sample_rate)
     return vad.finish(), env
 
 
-def _advance(bar: tqdm | None, seconds: float, start: float, done: float) -> None:
-    """Move a progress bar on by ``seconds`` of audio, showing the real-time factor so far.
+def _advance(bar: tqdm | None, start: float, done: float) -> None:
+    """Move a progress bar to ``done`` seconds of audio, showing the real-time factor so far.
 
-    The position is ``done`` clamped to the total: summed float seconds (and the resampled length's rounding)
-    may pass the total by a hair, which tqdm would warn about.
+    The position is clamped to the total: summed float seconds (and the resampled length's rounding) may pass
+    it by a hair, which tqdm would warn about.
     """
     if bar is not None:
         bar.set_postfix(rtf=f"{(time.perf_counter() - start) / max(done, 1e-9):.3f}", refresh=False)
-        bar.update(min(done, bar.total) - bar.n if bar.total is not None else seconds)
+        bar.update(min(done, bar.total if bar.total is not None else done) - bar.n)
 
 
 def speech_pieces(
@@ -413,7 +413,7 @@ def speaker_statistics(
             for keys, hidden, frames in _batches(rec, reader, ((w, *w) for w in spans), batch_size):
                 for i, (a, b) in enumerate(keys):
                     done += b - a
-                    _advance(bar, b - a, start, done)
+                    _advance(bar, start, done)
                     yield hidden[i, :, : int(frames[i])].transpose(0, 1).cpu()
 
         stats[spk] = running_stats(feats())
@@ -458,7 +458,7 @@ def classify_pieces(
             smoothed = smooth_windows(np.stack(pending.pop(nxt)), smooth, len(labels))
             edges, cell_values = combine(p.start, p.end, p.windows, smoothed, hop)
             done += p.end - p.start
-            _advance(bar, p.end - p.start, start, done)
+            _advance(bar, start, done)
             yield p, edges, cell_values, columns
             nxt += 1
 

@@ -331,7 +331,7 @@ def test_progress_never_passes_the_total(tmp_path: Path) -> None:
             done = 0.0
             for _ in range(10):
                 done += 0.1
-                _advance(bar, 0.1, 0.0, done + 1e-9)
+                _advance(bar, 0.0, done + 1e-9)
     assert bar.n == 1.0
 
 
